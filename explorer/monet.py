@@ -82,9 +82,10 @@ class MonetConfig(PreTrainedConfig):
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
+        self._check_moe_shapes()  # a plain ValueError, before transformers' own validators run
         super().__post_init__(**kwargs)
 
-    def validate_architecture(self):
+    def _check_moe_shapes(self):
         if self.moe_decompose not in DECOMPOSITIONS:
             raise ValueError(
                 f"Unknown moe_decompose {self.moe_decompose!r}: Monet knows 'vertical' (VD) and 'horizontal' (HD)."

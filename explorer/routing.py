@@ -206,16 +206,22 @@ def dense_expert_weights(g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
     return torch.einsum("...hi,...hj->...ij", g1, g2).flatten(-2)
 
 
+def _heads_selecting(g: torch.Tensor) -> torch.Tensor:
+    """[N, E] int64 bitmask: bit h is set where head h selects the entry (g [N, H, E] > 0)."""
+    head_bit = 1 << torch.arange(g.shape[1], device=g.device, dtype=torch.long)
+    return ((g > 0).long() * head_bit[:, None]).sum(1)
+
+
 def sparse_expert_weights(
     g1: torch.Tensor, g2: torch.Tensor, min_weight: float = 0.0, max_chunk_pairs: int = 1 << 23
 ) -> SparseExpertWeights:
     """Non-zero w_ij of every token from (g1, g2) [B, T, H, E], never building [tokens, E*E].
 
-    Each head selects a few entries per side, so each head proposes k1 * k2 candidate pairs. A pair
-    selected by several heads is kept once, by its first head (a bitmask of the heads selecting each
-    entry tells which), and only those rare pairs pay for the full sum over heads. Entries with weight
-    below `min_weight` (or zero) are dropped. Works in token chunks of at most `max_chunk_pairs`
-    candidates, so memory stays bounded for any batch.
+    Each head selects a few entries per side, so each (token, head) proposes k1 * k2 candidate pairs.
+    A pair selected by several heads is kept once, by its first head (a bitmask of the heads selecting
+    each entry tells which), and only those rare pairs pay for the full sum over heads. Weights below `min_weight` (or
+    zero) are dropped. Tokens are processed in chunks of about `max_chunk_pairs` candidates, so memory
+    stays bounded for any batch.
     """
     if g1.shape != g2.shape or g1.dim() != 4:
         raise ValueError(f"g1 and g2 must both be [B, T, H, E]; got {tuple(g1.shape)} and {tuple(g2.shape)}.")
@@ -223,36 +229,42 @@ def sparse_expert_weights(
     if H > 62:
         raise ValueError(f"At most 62 router heads are supported (a head bitmask is int64); got {H}.")
     g1, g2 = g1.reshape(B * T, H, E).float(), g2.reshape(B * T, H, E).float()
-    k1, k2 = int((g1 > 0).sum(-1).max()), int((g2 > 0).sum(-1).max())
     device = g1.device
-    head_bit = 1 << torch.arange(H, device=device, dtype=torch.long)  # [H]
-    earlier_heads = (head_bit - 1)[:, None, None]  # bits of heads h' < h
-    chunk = max(1, max_chunk_pairs // max(1, H * k1 * k2))
-    parts = []
-    for start in range(0, B * T, chunk):
-        a, b = g1[start : start + chunk], g2[start : start + chunk]
-        v1, i1 = a.topk(k1, dim=-1)  # [n, H, k1]
-        v2, i2 = b.topk(k2, dim=-1)
-        heads1 = ((a > 0).long() * head_bit[:, None]).sum(1)  # [n, E]: which heads select entry i
-        heads2 = ((b > 0).long() * head_bit[:, None]).sum(1)
-        shared = (
-            heads1.gather(1, i1.flatten(1)).view_as(i1)[..., :, None]
-            & heads2.gather(1, i2.flatten(1)).view_as(i2)[..., None, :]
-        )  # [n, H, k1, k2]: heads that select both i and j
-        weight = v1[..., :, None] * v2[..., None, :]
-        keep = (weight > 0) & ((shared & earlier_heads) == 0)
-        token, head, p, q = keep.nonzero(as_tuple=True)
-        i, j, weight = i1[token, head, p], i2[token, head, q], weight[token, head, p, q]
-        multi = shared[token, head, p, q] != head_bit[head]  # selected by other heads too: sum them all
-        if multi.any():
-            t, mi, mj = token[multi], i[multi], j[multi]
-            weight[multi] = (a[t, :, mi] * b[t, :, mj]).sum(-1)
-        if min_weight > 0:
-            strong = weight >= min_weight
-            token, i, j, weight = token[strong], i[strong], j[strong], weight[strong]
-        token = token + start
-        parts.append((token // T, token % T, i * E + j, weight))
+    pairs_per_token = (g1 > 0).sum((-2, -1)) * (g2 > 0).sum(-1).amax(-1)  # candidates per token  [N]
+    chunk_of_token = (pairs_per_token.cumsum(0) - pairs_per_token) // max_chunk_pairs  # non-decreasing
+    parts, lo = [], 0
+    for size in torch.unique_consecutive(chunk_of_token, return_counts=True)[1].tolist():
+        parts.append(_sparse_chunk(g1[lo : lo + size], g2[lo : lo + size], min_weight, lo, T, E))
+        lo += size
     if not parts:
         empty = torch.empty(0, dtype=torch.long, device=device)
         return SparseExpertWeights(empty, empty, empty, torch.empty(0, device=device))
     return SparseExpertWeights(*(torch.cat(column) for column in zip(*parts, strict=True)))
+
+
+def _sparse_chunk(g1, g2, min_weight, first_token, T, E):
+    """One chunk of tokens: every selected entry i of g1 meets the (zero-padded) selected entries j of
+    g2 in the same (token, head); pairs seen by an earlier head are dropped, so each (i, j) appears once."""
+    N, H, _ = g1.shape
+    token, head, i = (g1 > 0).nonzero(as_tuple=True)  # side-1 entries
+    value1, segment = g1[token, head, i], token * H + head
+    k2 = int((g2 > 0).sum(-1).max())
+    value2, j = g2.topk(k2, dim=-1)  # [N, H, k2], zero-padded where a head selects fewer
+    heads2 = _heads_selecting(g2).gather(1, j.view(N, H * k2)).view(N * H, k2)
+    value2, j, heads2 = (x.reshape(N * H, k2).index_select(0, segment) for x in (value2, j, heads2))
+    shared = _heads_selecting(g1)[token, i][:, None] & heads2  # heads that select both i and j
+    earlier = ((1 << head) - 1)[:, None]
+    keep = ((value2 > 0) & ((shared & earlier) == 0)).view(-1).nonzero().squeeze(1)  # flat (entry, slot)
+    entry = keep // k2
+    token, head, i = token.index_select(0, entry), head.index_select(0, entry), i.index_select(0, entry)
+    j, shared = j.view(-1).index_select(0, keep), shared.view(-1).index_select(0, keep)
+    weight = value1.index_select(0, entry) * value2.view(-1).index_select(0, keep)
+    multi = (shared != (1 << head)).nonzero().squeeze(1)  # selected by other heads too: sum over all heads
+    if multi.numel():
+        t, mi, mj = token[multi], i[multi], j[multi]
+        weight[multi] = (g1[t, :, mi] * g2[t, :, mj]).sum(-1)
+    if min_weight > 0:
+        strong = (weight >= min_weight).nonzero().squeeze(1)
+        token, i, j, weight = token[strong], i[strong], j[strong], weight[strong]
+    token = token + first_token
+    return token // T, token % T, i * E + j, weight

@@ -1,0 +1,226 @@
+"""Model benchmarks (issue 2): ratios measured in one run on this machine, printed, never asserted.
+
+  a. sparse extraction of the expert weights at the 1.4B router shapes (hidden 2048, E 512, H 8,
+     moe_topk 32, 2,048 tokens) against the forward of the 4 MoE layers of one routing group;
+     goal <= 0.10.
+  b. forward of that group with 1,000 experts switched off against the plain forward; goal <= 1.15;
+     plus the peak memory of our ablation next to what the authors' dense expansion of g_hij needs.
+  c. greedy generation tokens/s, ablated against plain, on a small model; goal >= 0.9.
+
+Run: python bench/bench_model.py [--tokens 2048] [--small-model FOLDER]
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from explorer.monet import MonetConfig, MonetDecoderLayer  # noqa: E402
+from explorer.routing import Ablation, sparse_expert_weights  # noqa: E402
+
+SHAPES_14B = dict(
+    vocab_size=32000,
+    hidden_size=2048,
+    num_hidden_layers=4,  # one routing group
+    num_attention_heads=16,
+    moe_dim=16,
+    moe_experts=512,
+    moe_heads=8,
+    moe_topk=32,
+    moe_groups=4,
+)
+
+
+def best_of(fn, repeats=3):
+    """Smallest wall time of `repeats` calls (after one warm-up): the least noisy estimate here."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+class OneGroup:
+    """The router and the 4 MoE blocks of one routing group at the 1.4B shapes, random weights,
+    router BatchNorm statistics calibrated so each head selects about moe_topk entries."""
+
+    def __init__(self, tokens: int, seed: int = 0):
+        torch.manual_seed(seed)
+        self.config = MonetConfig(**SHAPES_14B)
+        layers = [MonetDecoderLayer(self.config, i) for i in range(self.config.moe_groups)]
+        for layer in layers:
+            for p in layer.moe.parameters():
+                torch.nn.init.normal_(p, std=0.02)
+        self.router = layers[0].router
+        self.moes = [layer.moe for layer in layers]
+        self.x = torch.randn(1, tokens, self.config.hidden_size)
+        with torch.no_grad():
+            self.router.train()
+            for norm in (self.router.norm1, self.router.norm2):
+                norm.momentum = None  # cumulative average: one pass sets the batch statistics
+            self.router(self.x)
+            self.router.eval()
+
+    @torch.no_grad()
+    def route(self):
+        return self.router(self.x)
+
+    @torch.no_grad()
+    def moe_forward(self, g1, g2, ablation=None):
+        out = None
+        for layer, moe in enumerate(self.moes):
+            pairs = ablation.layer_pairs(layer, "cpu") if ablation else None
+            out = moe(self.x, g1, g2, switched_off=pairs)
+        return out
+
+
+def thousand_experts(config, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    flat = torch.randperm(config.moe_experts**2, generator=gen)[:1000].tolist()
+    return Ablation.build([f"G1/{f}" for f in flat], config)
+
+
+def bench_sparse_and_ablation(tokens):
+    group = OneGroup(tokens)
+    g1, g2 = group.route()
+    per_head = (g1 > 0).sum(-1).float().mean().item()
+    ablation = thousand_experts(group.config)
+    moe_time = best_of(lambda: group.moe_forward(g1, g2))
+    group_time = best_of(lambda: (group.route(), group.moe_forward(g1, g2)))
+    sparse_time = best_of(lambda: sparse_expert_weights(g1, g2))
+    sparse_floor_time = best_of(lambda: sparse_expert_weights(g1, g2, min_weight=1e-2))
+    ablated_time = best_of(lambda: group.moe_forward(g1, g2, ablation))
+    nnz = sparse_expert_weights(g1, g2).weight.numel()
+    return dict(
+        entries_per_head=per_head,
+        nonzero_weights_per_token=nnz / tokens,
+        moe_forward_s=moe_time,
+        group_forward_s=group_time,
+        sparse_s=sparse_time,
+        sparse_floor_s=sparse_floor_time,
+        ablated_moe_forward_s=ablated_time,
+    )
+
+
+def peak_memory_child(tokens, ablate):
+    """Runs in a fresh process: peak RSS growth (bytes) of one group forward, plain or with 1,000 experts off,
+    above the weights and inputs already resident."""
+    group = OneGroup(tokens)
+    g1, g2 = group.route()
+    ablation = thousand_experts(group.config) if ablate else None
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    group.moe_forward(g1, g2, ablation)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return after - before
+
+
+def measure_peak(tokens, ablate):
+    code = f"import bench.bench_model as b; print(b.peak_memory_child({tokens}, {ablate}))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def bench_generation(model_dir, new_tokens=48, repeats=3):
+    from explorer.device import load_model
+
+    model = load_model(model_dir, device="cpu")
+    config = model.config
+    gen = torch.Generator().manual_seed(2)
+    n = min(100, config.moe_experts**2)
+    ablate = [
+        f"G{g + 1}/{f}"
+        for g in range(config.num_routing_groups)
+        for f in torch.randperm(config.moe_experts**2, generator=gen)[:n].tolist()
+    ]
+    ablation = Ablation.build(ablate, config)
+    prompt = torch.randint(3, config.vocab_size, (1, 16), generator=gen)
+
+    def run(ablation_or_none):
+        with torch.no_grad():
+            model.generate(
+                prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, ablate=ablation_or_none
+            )
+
+    run(None)
+    plain, ablated = [], []
+    for _ in range(repeats):  # interleaved, so drift on this noisy machine hits both alike
+        plain.append(new_tokens / best_of(lambda: run(None), 1))
+        ablated.append(new_tokens / best_of(lambda: run(ablation), 1))
+    return dict(
+        model=str(model_dir),
+        switched_off=len(ablation),
+        plain_tokens_per_s=statistics.median(plain),
+        ablated_tokens_per_s=statistics.median(ablated),
+    )
+
+
+def default_small_model():
+    embedded = REPO / "assets" / "monet-embedded"
+    if (embedded / "config.json").exists():
+        return embedded
+    return REPO.parent / "shared" / "conformance" / "monet-vd-tiny" / "checkpoint"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=2048)
+    parser.add_argument("--small-model", type=Path, default=default_small_model())
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.tokens} tokens, 1.4B router shapes")
+
+    r = bench_sparse_and_ablation(args.tokens)
+    print(
+        f"router: {r['entries_per_head']:.1f} entries per head and side; "
+        f"{r['nonzero_weights_per_token']:.0f} nonzero w_ij per token"
+    )
+    print(
+        f"4 MoE layers of one group: {r['moe_forward_s'] * 1e3:.0f} ms "
+        f"(router + MoE: {r['group_forward_s'] * 1e3:.0f} ms)"
+    )
+    ratio_a = r["sparse_s"] / r["moe_forward_s"]
+    print(f"(a) sparse extraction {r['sparse_s'] * 1e3:.0f} ms / MoE forward = {ratio_a:.3f}   (goal <= 0.10)")
+    ratio_a_floor = r["sparse_floor_s"] / r["moe_forward_s"]
+    print(
+        f"    with min_weight 1e-2 (the density threshold): {r['sparse_floor_s'] * 1e3:.0f} ms, "
+        f"ratio {ratio_a_floor:.3f}"
+    )
+    ratio_b = r["ablated_moe_forward_s"] / r["moe_forward_s"]
+    print(f"(b) 1,000 experts off: {r['ablated_moe_forward_s'] * 1e3:.0f} ms / plain = {ratio_b:.3f}   (goal <= 1.15)")
+
+    plain_peak, ablated_peak = measure_peak(args.tokens, False), measure_peak(args.tokens, True)
+    E, H = SHAPES_14B["moe_experts"], SHAPES_14B["moe_heads"]
+    dense_w = args.tokens * E * E * 4
+    dense_per_head = dense_w * H
+    print(
+        f"    peak memory growth of one group forward: plain {plain_peak / 2**20:.0f} MiB, "
+        f"1,000 off {ablated_peak / 2**20:.0f} MiB (extra {(ablated_peak - plain_peak) / 2**20:+.0f} MiB); "
+        f"a dense g_hij expansion needs {dense_per_head / 2**30:.1f} GiB per layer "
+        f"([tokens, H, E, E] fp32; {dense_w / 2**30:.1f} GiB even summed over heads)"
+    )
+
+    g = bench_generation(args.small_model)
+    ratio_c = g["ablated_tokens_per_s"] / g["plain_tokens_per_s"]
+    print(
+        f"(c) greedy generation on {Path(g['model']).name}: plain {g['plain_tokens_per_s']:.1f} tok/s, "
+        f"{g['switched_off']} experts off {g['ablated_tokens_per_s']:.1f} tok/s, ratio {ratio_c:.3f}   (goal >= 0.9)"
+    )
+    if args.json:
+        figures = dict(r, **g, ratio_a=ratio_a, ratio_b=ratio_b, ratio_c=ratio_c)
+        figures.update(plain_peak=plain_peak, ablated_peak=ablated_peak, dense_bytes=dense_per_head)
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""The expert index's DuckDB schema: one source of truth for the writer (precompute) and the reader (explorer.index).
+
+Every table and column carries its help text; `create_statements()` builds the DDL from it and
+`schema_markdown()` the documentation. Bump SCHEMA_VERSION on any change a reader would notice:
+readers refuse other versions with a message saying how to rebuild.
+
+Conventions: `grp` is the 0-based routing group (the UI shows G{grp+1}); `expert` is the flat id
+i * E + j inside the group; `doc` is the document's index in the corpus (stable across shards);
+`position` is a token's 0-based position in its document. Experts never active (no weight >=
+min_weight anywhere) have no rows. Weights below `min_weight` are treated as 0 everywhere.
+"""
+
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+EMBEDDING_DIM = 384  # all-MiniLM-L6-v2
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str
+    help: str
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    help: str
+    columns: tuple[Column, ...]
+    order_by: tuple[str, ...] = ()  # the writer inserts rows in this order (zone maps make lookups cheap)
+
+    def ddl(self) -> str:
+        columns = ",\n  ".join(f"{c.name} {c.sql_type}" for c in self.columns)
+        return f"CREATE TABLE {self.name} (\n  {columns}\n)"
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+META = Table(
+    "meta",
+    "Key/value facts about the index; values are JSON. Keys: see META_KEYS.",
+    (
+        Column("key", "VARCHAR PRIMARY KEY", "name of the fact"),
+        Column("value", "VARCHAR", "JSON-encoded value"),
+    ),
+)
+
+META_KEYS = {
+    "schema_version": "int: SCHEMA_VERSION of the writer",
+    "created": "str: ISO date and time the file was written",
+    "model": "str: --model as given (folder or hub id)",
+    "config_hash": "str: sha256 of the model config and every setting that shapes the index",
+    "tokenizer": "str: tokenizer class and vocabulary size",
+    "corpus": "str: corpus description (path or dataset name, split)",
+    "shards": "list[str]: the 'k/n' shards this file covers ('0/1' for a whole run)",
+    "documents_processed": "int: documents read",
+    "tokens_processed": "int: tokens the model ran on (densities and means divide by this)",
+    "seq_len": "int: tokens per forward window; documents longer than this are cut into windows",
+    "top_k": "int: top contexts kept per expert (K)",
+    "samples": "int: uniformly sampled activations kept per expert (for quantile examples)",
+    "context": "int: tokens kept on each side of an example's position",
+    "min_weight": "float: an expert is active at a token when its weight >= this (density threshold)",
+    "histogram_edges": "list[float]: log-spaced bin edges of experts.histogram (last bin includes the top edge)",
+    "num_layers": "int: decoder layers",
+    "moe_groups": "int: layers per routing group",
+    "num_groups": "int: routing groups",
+    "moe_experts": "int: E, experts per side (E*E experts per group)",
+    "moe_heads": "int: H, router heads",
+    "moe_decompose": "str: vertical (VD) or horizontal (HD)",
+    "dtype": "str: dtype the model ran in",
+    "embedding_model": "str | null: sentence-transformers model of experts.embedding (null: no embeddings)",
+}
+
+DOCUMENTS = Table(
+    "documents",
+    "Documents that hold at least one stored example.",
+    (
+        Column("doc", "UINTEGER PRIMARY KEY", "index of the document in the corpus, counted over all shards"),
+        Column("source_id", "VARCHAR", "the corpus' own id of the document (its `id` field, or file:line)"),
+        Column("domain", "VARCHAR", "the document's domain, NULL when the corpus has none"),
+        Column("n_tokens", "UINTEGER", "length of the document in tokens"),
+    ),
+    order_by=("doc",),
+)
+
+TOKENS = Table(
+    "tokens",
+    "Token store: every token inside some example's window, stored once, addressed by (doc, position).",
+    (
+        Column("doc", "UINTEGER", "documents.doc"),
+        Column("position", "UINTEGER", "0-based position in the document"),
+        Column("token_id", "UINTEGER", "vocab.token_id"),
+    ),
+    order_by=("doc", "position"),
+)
+
+VOCAB = Table(
+    "vocab",
+    "Display text of every token id (the tokenizer's decode of that one id).",
+    (
+        Column("token_id", "UINTEGER PRIMARY KEY", "token id"),
+        Column("text", "VARCHAR", "decoded text of the token alone"),
+    ),
+    order_by=("token_id",),
+)
+
+DOMAINS = Table(
+    "domains",
+    "Corpus domains and how many tokens each contributed (denominators of per-domain means).",
+    (
+        Column("domain", "VARCHAR PRIMARY KEY", "domain name"),
+        Column("n_tokens", "UBIGINT", "tokens processed from documents of this domain"),
+    ),
+    order_by=("domain",),
+)
+
+EXPERTS = Table(
+    "experts",
+    "One row per expert that was active at least once: activation statistics, label and embedding.",
+    (
+        Column("grp", "UTINYINT", "routing group, 0-based (shown as G{grp+1})"),
+        Column("expert", "UINTEGER", "flat id i * E + j"),
+        Column("i", "USMALLINT", "row index i (first routing side)"),
+        Column("j", "USMALLINT", "column index j (second routing side)"),
+        Column("active_count", "UBIGINT", "tokens where the weight >= min_weight"),
+        Column("weight_sum", "DOUBLE", "sum of the expert's weights >= min_weight over all tokens"),
+        Column("weight_max", "REAL", "largest weight seen"),
+        Column("histogram", "UINTEGER[]", "counts of active weights in the log bins of meta.histogram_edges"),
+        Column("label", "VARCHAR", "automatic label: most frequent tokens / bigram at its top contexts"),
+        Column("embedding", f"FLOAT[{EMBEDDING_DIM}]", "unit sentence embedding of label + top contexts, or NULL"),
+    ),
+    order_by=("grp", "expert"),
+)
+
+EXPERT_DOMAINS = Table(
+    "expert_domains",
+    "Per expert and domain, the sum of its weights (>= min_weight) on that domain's tokens; zero sums omitted."
+    " Mean weight on a domain = weight_sum / domains.n_tokens.",
+    (
+        Column("grp", "UTINYINT", "routing group, 0-based"),
+        Column("expert", "UINTEGER", "flat id"),
+        Column("domain", "VARCHAR", "domains.domain"),
+        Column("weight_sum", "DOUBLE", "sum of weights on the domain's tokens"),
+    ),
+    order_by=("grp", "expert", "domain"),
+)
+
+EXAMPLES = Table(
+    "examples",
+    "Pointers to contexts, never copies: per expert its top-K contexts (kind 'top', deduplicated by window"
+    " text) and a uniform sample of its activations (kind 'sample', bottom-k by a hash of (doc, position,"
+    " expert); may overlap the top). Window = positions position-context .. position+context; its tokens"
+    " come from `tokens`.",
+    (
+        Column("grp", "UTINYINT", "routing group, 0-based"),
+        Column("expert", "UINTEGER", "flat id"),
+        Column("kind", "VARCHAR", "'top' or 'sample'"),
+        Column("rank", "USMALLINT", "0-based rank by weight within (grp, expert, kind)"),
+        Column("doc", "UINTEGER", "documents.doc"),
+        Column("position", "UINTEGER", "position of the highlighted token"),
+        Column("weight", "REAL", "the expert's weight at (doc, position)"),
+        Column("window_hash", "BIGINT",
+               "top: hash of the window's token ids (equal hash = duplicate context); sample: NULL"),
+        Column("window_max", "REAL", "largest of the expert's weights over the window"),
+        Column(
+            "window_weights",
+            "UTINYINT[]",
+            "the expert's weight at each of the 2*context+1 window positions, as round(255 * w / window_max);"
+            " 0 outside the document and outside the forward window the example was computed in",
+        ),
+    ),
+    order_by=("grp", "expert"),
+)
+
+EXPERT_TOKENS = Table(
+    "expert_tokens",
+    "Top activating tokens per expert, counted over its stored examples (top contexts and samples).",
+    (
+        Column("grp", "UTINYINT", "routing group, 0-based"),
+        Column("expert", "UINTEGER", "flat id"),
+        Column("token_id", "UINTEGER", "vocab.token_id of the highlighted token"),
+        Column("count", "UINTEGER", "examples of this expert highlighting that token"),
+        Column("mean_weight", "REAL", "mean weight over those examples"),
+    ),
+    order_by=("grp", "expert"),
+)
+
+TABLES = (META, DOCUMENTS, TOKENS, VOCAB, DOMAINS, EXPERTS, EXPERT_DOMAINS, EXAMPLES, EXPERT_TOKENS)
+
+
+def create_statements() -> list[str]:
+    return [table.ddl() for table in TABLES]
+
+
+def schema_markdown() -> str:
+    """The schema as Markdown, for the README and `python -m precompute schema`."""
+    lines = [f"Expert index schema, version {SCHEMA_VERSION} (DuckDB).", "", __doc__.split("\n\n", 1)[1].strip(), ""]
+    for table in TABLES:
+        lines += [f"### `{table.name}`", table.help, "", "| column | type | meaning |", "|---|---|---|"]
+        lines += [f"| {c.name} | {c.sql_type} | {c.help} |" for c in table.columns]
+        lines.append("")
+    lines += ["`meta` keys:", ""] + [f"- `{key}`: {text}" for key, text in META_KEYS.items()]
+    return "\n".join(lines) + "\n"
