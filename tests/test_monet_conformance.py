@@ -105,7 +105,7 @@ def test_save_and_reload_round_trip(vd_tiny, tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine: bf16 conformance runs on GPU")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: bf16 conformance runs on a GPU")
 @torch.no_grad()
 def test_bf16_cuda_conformance(conformance):
     from explorer.device import load_model
