@@ -5,12 +5,13 @@
 
 Groups are 0-based here (the UI writes G{group+1}); `expert` is the flat id i*E + j. The file is
 opened read-only; every call runs on its own cursor, so one ExpertIndex serves many threads.
-Results are dataclasses or pandas DataFrames; every query is parameterised.
+Results are dataclasses or pandas DataFrames; every query is parameterised, with parameters cast to
+their column's type (an uncast parameter makes DuckDB cast the column instead and scan every row).
 """
 
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from explorer import index_schema as schema
+from explorer.routing import ExpertRef
 
 BUILD_HINT = "build it with `python -m precompute index --out {path}` (see README, 'Expert index')"
 
@@ -81,11 +83,7 @@ class Example:
         return "".join(self.tokens)
 
 
-def expert_name(group: int, expert: int) -> str:
-    return f"G{group + 1}/{expert}"
-
-
-_NAME_SQL = "'G' || (grp + 1) || '/' || expert"
+_NAME_SQL = "'G' || (grp + 1) || '/' || expert"  # the paper's name, as str(explorer.routing.ExpertRef)
 
 
 class ExpertIndex:
@@ -97,6 +95,9 @@ class ExpertIndex:
         try:
             self._conn = duckdb.connect(str(self.path), read_only=True)
             rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
+            self._vocab = [
+                text for (text,) in self._conn.execute("SELECT text FROM vocab ORDER BY token_id").fetchall()
+            ]
         except duckdb.Error as error:
             raise IndexUnavailable(
                 f"{self.path} is not a readable expert index ({error}); rebuild it: {hint}."
@@ -109,8 +110,6 @@ class ExpertIndex:
                 f"{self.path} has index schema version {version}, this code reads version {schema.SCHEMA_VERSION};"
                 f" rebuild it: {hint}."
             )
-        with self.cursor() as conn:
-            self._vocab = [text for (text,) in conn.execute("SELECT text FROM vocab ORDER BY token_id").fetchall()]
         self.experts_per_side = self._meta["moe_experts"]
         self.tokens_processed = max(1, self._meta["tokens_processed"])
 
@@ -151,41 +150,70 @@ class ExpertIndex:
     # -- one expert ---------------------------------------------------------------------------------
     def stats(self, group: int, expert: int) -> ExpertStats:
         """Statistics of one expert; an expert never active gets zeros and an empty label."""
-        frame = self._experts("grp = $group AND expert = $expert", {"group": group, "expert": expert})
+        frame = self._experts(
+            "grp = $group::UTINYINT AND expert = $expert::UINTEGER", {"group": group, "expert": expert}
+        )
         if frame.empty:
             i, j = divmod(expert, self.experts_per_side)
-            return ExpertStats(group, expert, i, j, expert_name(group, expert), 0, 0.0, 0.0, 0.0, 0.0, "")
+            name = str(ExpertRef(group, i, j, self.experts_per_side))
+            return ExpertStats(group, expert, i, j, name, 0, 0.0, 0.0, 0.0, 0.0, "")
         row = frame.iloc[0]
-        return ExpertStats(group, expert, int(row.i), int(row.j), row["name"], int(row.active_count),
-                           float(row.density), float(row.mean_weight), float(row.mean_active_weight),
-                           float(row.weight_max), row.label)
+        return ExpertStats(
+            group,
+            expert,
+            int(row.i),
+            int(row.j),
+            row["name"],
+            int(row.active_count),
+            float(row.density),
+            float(row.mean_weight),
+            float(row.mean_active_weight),
+            float(row.weight_max),
+            row.label,
+        )
 
     def _examples(self, group: int, expert: int, kind: str) -> list[Example]:
         context = self._meta["context"]
         frame = self._df(
             """
-            SELECT e.rank, e.doc, e.position, e.weight, e.window_max, e.window_weights, d.domain, d.source_id,
-                   (SELECT list(t.token_id ORDER BY t.position) FROM tokens t
-                     WHERE t.doc = e.doc AND t.position BETWEEN CAST(e.position AS BIGINT) - $context
-                                                            AND CAST(e.position AS BIGINT) + $context) AS token_ids
+            SELECT e.rank, e.doc, e.position, e.weight, e.window_max, e.window_weights, d.domain, d.source_id
             FROM examples e LEFT JOIN documents d ON d.doc = e.doc
-            WHERE e.grp = $group AND e.expert = $expert AND e.kind = $kind
+            WHERE e.grp = $group::UTINYINT AND e.expert = $expert::UINTEGER AND e.kind = $kind
             ORDER BY e.rank
             """,
-            {"context": context, "group": group, "expert": expert, "kind": kind},
+            {"group": group, "expert": expert, "kind": kind},
         )
+        # The tokens of those documents in one query (list_contains prunes by the table's doc order);
+        # per window, the positions present are the window clipped to its document.
+        stored = self._df(
+            "SELECT doc, position, token_id FROM tokens WHERE list_contains($docs, doc)",
+            {"docs": sorted(set(frame["doc"].tolist()))},
+        )
+        token_at = dict(zip(zip(stored["doc"], stored["position"], strict=True), stored["token_id"], strict=True))
         examples = []
         for row in frame.itertuples():
-            first = max(0, row.position - context)  # window positions present in the document
-            offset = first - (row.position - context)
-            token_ids = [int(t) for t in row.token_ids]
+            window = range(row.position - context, row.position + context + 1)
+            present = [(offset, token_at[row.doc, p]) for offset, p in enumerate(window) if (row.doc, p) in token_at]
             scale = row.window_max / 255
-            weights = [float(q) * scale for q in row.window_weights[offset : offset + len(token_ids)]]
-            examples.append(Example(
-                group, expert, kind, int(row.rank), int(row.doc), int(row.position), float(row.weight),
-                None if pd.isna(row.domain) else row.domain, None if pd.isna(row.source_id) else row.source_id,
-                token_ids, [self._vocab[t] for t in token_ids], weights, row.position - first, None,
-            ))
+            token_ids = [int(t) for _, t in present]
+            examples.append(
+                Example(
+                    group,
+                    expert,
+                    kind,
+                    int(row.rank),
+                    int(row.doc),
+                    int(row.position),
+                    float(row.weight),
+                    None if pd.isna(row.domain) else row.domain,
+                    None if pd.isna(row.source_id) else row.source_id,
+                    token_ids,
+                    [self._vocab[t] for t in token_ids],
+                    [float(row.window_weights[offset]) * scale for offset, _ in present],
+                    [offset for offset, _ in present].index(context),
+                    None,
+                )
+            )
         return examples
 
     def top_examples(self, group: int, expert: int, k: int | None = None) -> list[Example]:
@@ -200,9 +228,7 @@ class ExpertIndex:
         """
         sample = self._examples(group, expert, "sample")
         top = {(e.doc, e.position) for e in self._examples(group, expert, "top")}
-        with_quantile = [
-            Example(**{**e.__dict__, "quantile": (e.rank + 0.5) / len(sample)}) for e in sample
-        ]
+        with_quantile = [replace(e, quantile=(e.rank + 0.5) / len(sample)) for e in sample]
         below_top = [e for e in with_quantile if (e.doc, e.position) not in top]
         if len(below_top) <= n:
             return below_top
@@ -212,14 +238,16 @@ class ExpertIndex:
     def histogram(self, group: int, expert: int) -> pd.DataFrame:
         """Counts of the expert's active weights per log-spaced bin: columns low, high, count."""
         edges = self._meta["histogram_edges"]
-        frame = self._df("SELECT histogram FROM experts WHERE grp = ? AND expert = ?", [group, expert])
+        frame = self._df(
+            "SELECT histogram FROM experts WHERE grp = ?::UTINYINT AND expert = ?::UINTEGER", [group, expert]
+        )
         counts = list(frame["histogram"].iloc[0]) if len(frame) else [0] * (len(edges) - 1)
         return pd.DataFrame({"low": edges[:-1], "high": edges[1:], "count": counts})
 
     def top_tokens(self, group: int, expert: int, n: int = 10) -> pd.DataFrame:
         """Tokens the expert most often highlights in its examples: token_id, token, count, mean_weight."""
         frame = self._df(
-            "SELECT token_id, count, mean_weight FROM expert_tokens WHERE grp = ? AND expert = ?"
+            "SELECT token_id, count, mean_weight FROM expert_tokens WHERE grp = ?::UTINYINT AND expert = ?::UINTEGER"
             " ORDER BY count DESC, mean_weight DESC, token_id LIMIT ?",
             [group, expert, n],
         )
@@ -231,7 +259,8 @@ class ExpertIndex:
         return self._df(
             """
             SELECT d.domain, coalesce(x.weight_sum, 0) / greatest(d.n_tokens, 1) AS mean_weight, d.n_tokens
-            FROM domains d LEFT JOIN expert_domains x ON x.domain = d.domain AND x.grp = ? AND x.expert = ?
+            FROM domains d LEFT JOIN expert_domains x
+                 ON x.domain = d.domain AND x.grp = ?::UTINYINT AND x.expert = ?::UINTEGER
             ORDER BY mean_weight DESC, d.domain
             """,
             [group, expert],
@@ -251,23 +280,26 @@ class ExpertIndex:
         )
 
     def most_active(self, group: int, n: int = 20) -> pd.DataFrame:
-        return self._experts("grp = $group", {"group": group}, "active_count DESC, expert", n)
+        return self._experts("grp = $group::UTINYINT", {"group": group}, "active_count DESC, expert", n)
 
     def least_active(self, group: int, n: int = 20) -> pd.DataFrame:
         """The rarest experts that were active at least once (never-active ones have no row)."""
-        return self._experts("grp = $group", {"group": group}, "active_count, expert", n)
+        return self._experts("grp = $group::UTINYINT", {"group": group}, "active_count, expert", n)
 
     def siblings(self, group: int, i: int | None = None, j: int | None = None) -> pd.DataFrame:
         """Experts sharing row i and/or column j with an expert (i, j): they share a routing side."""
         if i is None and j is None:
             raise ValueError("siblings needs i, j or both")
-        return self._experts("grp = $group AND (i = $i OR j = $j)", {"group": group, "i": i, "j": j},
-                             "active_count DESC, expert")
+        return self._experts(
+            "grp = $group::UTINYINT AND (i = $i::USMALLINT OR j = $j::USMALLINT)",
+            {"group": group, "i": i, "j": j},
+            "active_count DESC, expert",
+        )
 
     def group_density_map(self, group: int) -> np.ndarray:
         """Density of every expert of a group as an [E, E] array (row i, column j), for heatmaps."""
         E = self.experts_per_side
-        frame = self._df("SELECT i, j, active_count FROM experts WHERE grp = ?", [group])
+        frame = self._df("SELECT i, j, active_count FROM experts WHERE grp = ?::UTINYINT", [group])
         density = np.zeros((E, E))
         density[frame["i"].to_numpy(int), frame["j"].to_numpy(int)] = frame["active_count"] / self.tokens_processed
         return density
@@ -279,7 +311,7 @@ class ExpertIndex:
             WITH means AS (
                 SELECT x.grp, x.expert, x.domain, x.weight_sum / greatest(d.n_tokens, 1) AS mean_weight
                 FROM expert_domains x JOIN domains d ON d.domain = x.domain
-                WHERE $group IS NULL OR x.grp = $group
+                WHERE $group IS NULL OR x.grp = $group::UTINYINT
             ), split AS (
                 SELECT grp, expert,
                        max(mean_weight) FILTER (WHERE domain = $domain) AS domain_mean,
@@ -296,12 +328,17 @@ class ExpertIndex:
         )
 
     def experts_for_token(self, token: int | str, group: int | None = None, limit: int = 20) -> pd.DataFrame:
-        """Experts whose examples most often highlight a token, given by id or by its text (trimmed match)."""
+        """Experts whose examples most often highlight a token, given by id or by its text.
+
+        Text matches a token exactly or up to surrounding whitespace (" the" and "the" are both "the").
+        """
         if isinstance(token, int):
             token_ids = [token]
         else:
             wanted = token.strip()
-            token_ids = [t for t, text in enumerate(self._vocab) if text.strip() == wanted and text.strip()]
+            token_ids = [
+                t for t, text in enumerate(self._vocab) if text == token or (wanted and text.strip() == wanted)
+            ]
         if not token_ids:
             return pd.DataFrame(columns=["grp", "expert", "name", "token_id", "token", "count", "mean_weight", "label"])
         frame = self._df(
@@ -309,7 +346,7 @@ class ExpertIndex:
             SELECT t.grp, t.expert, {_NAME_SQL.replace("grp", "t.grp").replace("expert", "t.expert")} AS name,
                    t.token_id, t.count, t.mean_weight, e.label
             FROM expert_tokens t JOIN experts e USING (grp, expert)
-            WHERE list_contains($ids, t.token_id) AND ($group IS NULL OR t.grp = $group)
+            WHERE list_contains($ids, t.token_id) AND ($group IS NULL OR t.grp = $group::UTINYINT)
             ORDER BY t.count DESC, t.mean_weight DESC, t.grp, t.expert LIMIT $limit
             """,
             {"ids": token_ids, "group": group, "limit": limit},
@@ -328,7 +365,7 @@ class ExpertIndex:
                 JOIN tokens t ON t.doc = e.doc AND t.position BETWEEN CAST(e.position AS BIGINT) - $context
                                                                   AND CAST(e.position AS BIGINT) + $context
                 JOIN vocab v ON v.token_id = t.token_id
-                WHERE e.kind = 'top' AND ($group IS NULL OR e.grp = $group)
+                WHERE e.kind = 'top' AND ($group IS NULL OR e.grp = $group::UTINYINT)
                 GROUP BY e.grp, e.expert, e.rank, e.doc, e.position, e.weight
             )
             SELECT grp, expert, {_NAME_SQL} AS name, rank, weight, doc, position, text FROM windows
@@ -341,29 +378,35 @@ class ExpertIndex:
     def search_semantic(self, query: str, group: int | None = None, limit: int = 20) -> pd.DataFrame:
         """Experts whose label + top contexts are closest in meaning to `query` (cosine of sentence embeddings)."""
         if self._meta.get("embedding_model") is None:
-            raise IndexUnavailable(f"{self.path} was built with --no-embeddings: rebuild it with embeddings"
-                                   " for semantic search.")
+            raise IndexUnavailable(
+                f"{self.path} was built with --no-embeddings: rebuild it with embeddings for semantic search."
+            )
         from explorer.text_embedding import embed_texts
 
         vector = embed_texts([query])[0].tolist()
-        return self._scored(f"array_cosine_similarity(embedding, $vector::FLOAT[{schema.EMBEDDING_DIM}])",
-                            {"vector": vector, "group": group, "limit": limit}, "TRUE")
+        return self._scored(
+            f"array_cosine_similarity(embedding, $vector::FLOAT[{schema.EMBEDDING_DIM}])",
+            {"vector": vector, "group": group, "limit": limit},
+            "TRUE",
+        )
 
     def similar(self, group: int, expert: int, n: int = 10) -> pd.DataFrame:
         """Experts of the same group nearest by embedding (excluding the expert itself)."""
         if self._meta.get("embedding_model") is None:
             raise IndexUnavailable(f"{self.path} was built with --no-embeddings: no similarity search.")
-        this = "(SELECT embedding FROM experts WHERE grp = $group AND expert = $expert)"
+        this = "(SELECT embedding FROM expert_embeddings WHERE grp = $group::UTINYINT AND expert = $expert::UINTEGER)"
         return self._scored(
             f"array_cosine_similarity(embedding, {this})",
-            {"group": group, "expert": expert, "limit": n}, "expert <> $expert",
+            {"group": group, "expert": expert, "limit": n},
+            "expert <> $expert::UINTEGER",
         )
 
     def _scored(self, score_sql: str, params: dict, where: str) -> pd.DataFrame:
         return self._df(
             f"""
-            SELECT grp, expert, {_NAME_SQL} AS name, label, {score_sql} AS score FROM experts
-            WHERE embedding IS NOT NULL AND ($group IS NULL OR grp = $group) AND {where}
+            SELECT grp, expert, {_NAME_SQL} AS name, label, {score_sql} AS score
+            FROM expert_embeddings JOIN experts USING (grp, expert)
+            WHERE ($group IS NULL OR grp = $group::UTINYINT) AND {where}
             ORDER BY score DESC, grp, expert LIMIT $limit
             """,
             params,

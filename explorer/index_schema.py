@@ -71,7 +71,7 @@ META_KEYS = {
     "moe_heads": "int: H, router heads",
     "moe_decompose": "str: vertical (VD) or horizontal (HD)",
     "dtype": "str: dtype the model ran in",
-    "embedding_model": "str | null: sentence-transformers model of experts.embedding (null: no embeddings)",
+    "embedding_model": "str | null: sentence-transformers model of expert_embeddings (null: none)",
 }
 
 DOCUMENTS = Table(
@@ -114,12 +114,11 @@ DOMAINS = Table(
         Column("domain", "VARCHAR PRIMARY KEY", "domain name"),
         Column("n_tokens", "UBIGINT", "tokens processed from documents of this domain"),
     ),
-    order_by=("domain",),
 )
 
 EXPERTS = Table(
     "experts",
-    "One row per expert that was active at least once: activation statistics, label and embedding.",
+    "One row per expert that was active at least once: activation statistics and label.",
     (
         Column("grp", "UTINYINT", "routing group, 0-based (shown as G{grp+1})"),
         Column("expert", "UINTEGER", "flat id i * E + j"),
@@ -130,7 +129,18 @@ EXPERTS = Table(
         Column("weight_max", "REAL", "largest weight seen"),
         Column("histogram", "UINTEGER[]", "counts of active weights in the log bins of meta.histogram_edges"),
         Column("label", "VARCHAR", "automatic label: most frequent tokens / bigram at its top contexts"),
-        Column("embedding", f"FLOAT[{EMBEDDING_DIM}]", "unit sentence embedding of label + top contexts, or NULL"),
+    ),
+    order_by=("grp", "expert"),
+)
+
+EXPERT_EMBEDDINGS = Table(
+    "expert_embeddings",
+    "Sentence embedding of each active expert's label + top contexts, for semantic search; empty when built"
+    " with --no-embeddings (a table of its own: a NULL fixed-size array still costs its full width).",
+    (
+        Column("grp", "UTINYINT", "routing group, 0-based"),
+        Column("expert", "UINTEGER", "flat id"),
+        Column("embedding", f"FLOAT[{EMBEDDING_DIM}]", "unit-length embedding (cosine = dot product)"),
     ),
     order_by=("grp", "expert"),
 )
@@ -145,7 +155,7 @@ EXPERT_DOMAINS = Table(
         Column("domain", "VARCHAR", "domains.domain"),
         Column("weight_sum", "DOUBLE", "sum of weights on the domain's tokens"),
     ),
-    order_by=("grp", "expert", "domain"),
+    order_by=("grp", "expert"),
 )
 
 EXAMPLES = Table(
@@ -162,8 +172,11 @@ EXAMPLES = Table(
         Column("doc", "UINTEGER", "documents.doc"),
         Column("position", "UINTEGER", "position of the highlighted token"),
         Column("weight", "REAL", "the expert's weight at (doc, position)"),
-        Column("window_hash", "BIGINT",
-               "top: hash of the window's token ids (equal hash = duplicate context); sample: NULL"),
+        Column(
+            "window_hash",
+            "BIGINT",
+            "top: hash of the window's token ids (equal hash = duplicate context); sample: NULL",
+        ),
         Column("window_max", "REAL", "largest of the expert's weights over the window"),
         Column(
             "window_weights",
@@ -188,7 +201,7 @@ EXPERT_TOKENS = Table(
     order_by=("grp", "expert"),
 )
 
-TABLES = (META, DOCUMENTS, TOKENS, VOCAB, DOMAINS, EXPERTS, EXPERT_DOMAINS, EXAMPLES, EXPERT_TOKENS)
+TABLES = (META, DOCUMENTS, TOKENS, VOCAB, DOMAINS, EXPERTS, EXPERT_EMBEDDINGS, EXPERT_DOMAINS, EXAMPLES, EXPERT_TOKENS)
 
 
 def create_statements() -> list[str]:
@@ -199,7 +212,8 @@ def schema_markdown() -> str:
     """The schema as Markdown, for the README and `python -m precompute schema`."""
     lines = [f"Expert index schema, version {SCHEMA_VERSION} (DuckDB).", "", __doc__.split("\n\n", 1)[1].strip(), ""]
     for table in TABLES:
-        lines += [f"### `{table.name}`", table.help, "", "| column | type | meaning |", "|---|---|---|"]
+        order = f" Rows are stored ordered by ({', '.join(table.order_by)})." if table.order_by else ""
+        lines += [f"### `{table.name}`", table.help + order, "", "| column | type | meaning |", "|---|---|---|"]
         lines += [f"| {c.name} | {c.sql_type} | {c.help} |" for c in table.columns]
         lines.append("")
     lines += ["`meta` keys:", ""] + [f"- `{key}`: {text}" for key, text in META_KEYS.items()]

@@ -28,6 +28,11 @@ def load_text_encoder():
 
 def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
     """Unit-length float32 embeddings [len(texts), 384]."""
-    vectors = load_text_encoder().encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                         convert_to_numpy=True, show_progress_bar=len(texts) > 5000)
+    vectors = load_text_encoder().encode(
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=len(texts) > 5000,
+    )
     return vectors.astype(np.float32)

@@ -1,0 +1,262 @@
+"""Index benchmarks (issue 4): figures measured in one run on this machine, printed, never asserted.
+
+  a. index throughput against the plain forward on the same batches: the embedded model when it is
+     shipped (or --model), else a random Monet scaled up from the conformance VD config (router
+     BatchNorm statistics calibrated on random tokens); cold (empty banks: the first batches of a
+     run) and warm (banks as a 10M-token run leaves them, as in b); goal >= 0.8.
+  b. at the published shapes (E 512, H 8, 6 routing groups, K 32, moe_topk 32) with synthetic router
+     outputs: sparse extraction, and the streaming top-k + stats update from an empty state (cold:
+     every activation enters) and with banks as a 10M-token run leaves them (warm: the steady state);
+     goal >= 1M tokens/min for the update; plus the state's memory.
+  c. DuckDB write time and bytes per expert of a full-scale synthetic index (bench/synthetic_index.py).
+
+Run: python bench/bench_index.py [--model FOLDER] [--skip a,b,c] [--b-warm-tokens 10000000] [--c-groups 6]
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.synthetic_index import build_synthetic_index  # noqa: E402
+from explorer.paths import EMBEDDED_CORPUS, EMBEDDED_MODEL_DIR  # noqa: E402
+from explorer.routing import sparse_expert_weights  # noqa: E402
+from precompute.index import BatchCandidates, Cursor, IndexJob, IndexOptions, window_hashes  # noqa: E402
+from precompute.topk import ExpertState, make_address  # noqa: E402
+
+CONFORMANCE_VD = REPO.parent / "shared" / "conformance" / "monet-vd-tiny" / "checkpoint"
+SCALED_VD = dict(
+    hidden_size=512,
+    num_hidden_layers=8,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    head_dim=64,
+    moe_dim=64,
+    moe_experts=128,
+    moe_heads=4,
+    moe_topk=16,
+    moe_groups=4,
+)
+WARM_TOKENS = 10_000_000
+PUBLISHED = dict(experts=512, heads=8, groups=6, topk=32, top_k=32, samples=8, context=8)
+
+
+def scaled_model_folder(folder: Path) -> Path:
+    """A random Monet scaled up from the conformance VD config, its tokenizer, router statistics calibrated."""
+    import shutil
+
+    from explorer.monet import MonetConfig, MonetForCausalLM
+
+    config = MonetConfig.from_pretrained(CONFORMANCE_VD)
+    for key, value in SCALED_VD.items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    model = MonetForCausalLM(config)
+    norms = [m for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the calibration batch
+    model.train()
+    with torch.no_grad():
+        model(torch.randint(3, config.vocab_size, (8, 128)), use_cache=False)
+    model.eval()
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(CONFORMANCE_VD / name, folder / name)
+    return folder
+
+
+def bench_index_vs_forward(model: str, batches: int, seq_len: int, batch_size: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        options = IndexOptions(
+            model=model,
+            corpus=str(EMBEDDED_CORPUS),
+            out=str(Path(tmp) / "bench.duckdb"),
+            seq_len=seq_len,
+            batch_size=batch_size,
+            device="auto",
+            quiet=True,
+            no_embeddings=True,
+        )
+        job = IndexJob(options)
+        state, _ = job._resume()
+        work = []
+        for batch in job._batches(state, Cursor()):
+            work.append(batch)
+            if len(work) == batches + 1:
+                break
+        lm = job.model
+
+        def plain(batch):
+            ids = torch.zeros((len(batch), max(len(c.token_ids) for c in batch)), dtype=torch.long)
+            for row, chunk in enumerate(batch):
+                ids[row, : len(chunk.token_ids)] = torch.tensor(chunk.token_ids)
+            with torch.no_grad():
+                lm(ids.to(job.device), use_cache=False)
+
+        def timed(index_step) -> tuple[float, float]:
+            """(plain, index) seconds over the batches, interleaved so that a shared machine's load hits both."""
+            seconds = [0.0, 0.0]
+            for batch in work[1:]:
+                for kind, step in enumerate((plain, index_step)):
+                    started = time.perf_counter()
+                    step(batch)
+                    if job.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    seconds[kind] += time.perf_counter() - started
+            return seconds[0], seconds[1]
+
+        plain(work[0])  # warm-up
+        job._process(work[0], state)
+        timings = {"cold": timed(lambda b: job._process(b, state))}
+        # warm: the banks as a long run leaves them (see bench b), so few activations still enter
+        config = lm.config
+        active = state.active_count.sum().item() / state.tokens_processed / job.shape.num_groups
+        per_expert = max(state.top.capacity, round(WARM_TOKENS * active / job.experts_per_group))
+        prefill(state, state.top.weight[state.top.address != -1], per_expert, torch.Generator().manual_seed(0))
+        timings["warm"] = timed(lambda b: job._process(b, state))
+        tokens = sum(len(c.token_ids) for batch in work[1:] for c in batch)
+        print(
+            f"(a) model {model}: hidden {config.hidden_size}, {config.num_hidden_layers} layers,"
+            f" E {config.moe_experts}, H {config.moe_heads}, device {job.device};"
+            f" {tokens} tokens in {batches} batches of {batch_size}x{seq_len}, {active:.0f} active experts/token/group"
+        )
+        for name, (plain_s, index_s) in timings.items():
+            print(
+                f"    {name}: plain forward {tokens / plain_s:6.0f} tokens/s, index {tokens / index_s:6.0f} tokens/s,"
+                f" ratio {plain_s / index_s:.2f}"
+            )
+        print(
+            f"    (warm: banks prefilled as after {WARM_TOKENS / 1e6:.0f}M tokens, {per_expert} activations per expert)"
+        )
+
+
+def synthetic_routing(gen, tokens: int, heads: int, experts: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Router-like (g1, g2) [1, T, H, E]: per head a softmax over about `topk` random entries."""
+
+    def one():
+        scores = torch.randn(1, tokens, heads, experts, generator=gen)
+        keep = torch.rand(1, tokens, heads, experts, generator=gen) < topk / experts
+        keep[..., 0] |= ~keep.any(-1)
+        return torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1)
+
+    return one(), one()
+
+
+def prefill(state: ExpertState, weights: torch.Tensor, activations_per_expert: int, gen) -> None:
+    """Fill every bank as a long run would have: per expert, about the top-K of `activations_per_expert`
+    weights drawn from `weights` (drawn from their top 4K / n tail, which holds them), a uniform sample,
+    at addresses no batch will reuse."""
+    K, n_slots = state.top.capacity, state.n_slots
+    ranked = weights.sort(descending=True).values
+    tail = ranked[: max(1, round(len(ranked) * min(1.0, 4 * K / activations_per_expert)))]
+    state.top.weight[:] = tail[torch.randint(0, len(tail), (n_slots, 4 * K), generator=gen)].topk(K, dim=1).values
+    state.sample.weight[:] = weights[torch.randint(0, len(weights), state.sample.weight.shape, generator=gen)]
+    for bank in (state.top, state.sample):
+        slots, capacity = bank.address.shape
+        bank.address[:] = make_address(
+            torch.full((slots, capacity), 1 << 30), torch.arange(slots * capacity).view(slots, -1)
+        )
+        bank.key[:] = torch.randint(0, 1 << 62, (slots, capacity), generator=gen)
+    # bottom-k of activations_per_expert uniform priorities: the k-th smallest is about k / n of the range
+    state.sample.key[:] = (state.sample.key // activations_per_expert).sort(dim=1).values
+    for bank in (state.top, state.sample):
+        bank.refresh_bar()
+
+
+def bench_topk_update(batch_tokens: int, warm_tokens: int) -> None:
+    """Cold: one batch per group into an empty state (every activation enters). Warm: the next batch once
+    the banks hold what `warm_tokens` tokens of the same routing would have left there."""
+    E, H, G, K = PUBLISHED["experts"], PUBLISHED["heads"], PUBLISHED["groups"], PUBLISHED["top_k"]
+    C = PUBLISHED["context"]
+    edges = torch.logspace(-2, torch.log10(torch.tensor(float(H))).item(), 17, dtype=torch.float64)
+    state = ExpertState(G * E * E, K, PUBLISHED["samples"], 2 * C + 1, edges)
+    top_bytes = sum(t.numel() * t.element_size() for t in state.top.tensors().values())
+    sample_bytes = sum(t.numel() * t.element_size() for t in state.sample.tensors().values())
+    print(
+        f"(b) published shapes E {E}, H {H}, {G} groups, K {K}, {PUBLISHED['samples']} samples, window {2 * C + 1}:"
+        f" state {state.memory_bytes() / 2**30:.2f} GiB"
+        f" (top-K {top_bytes / 2**30:.2f}, sample {sample_bytes / 2**30:.2f})"
+    )
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([batch_tokens])
+    position_hash = window_hashes(torch.randint(0, 32000, (1, batch_tokens + 2 * C), generator=gen), C)
+
+    def run_batch(doc: int) -> tuple[float, float, int]:
+        extract_s = update_s = 0.0
+        active = 0
+        for group in range(G):
+            g1, g2 = synthetic_routing(gen, batch_tokens, H, E, PUBLISHED["topk"])
+            started = time.perf_counter()
+            row, position, expert, weight = sparse_expert_weights(g1, g2, min_weight=0.01)
+            extracted = time.perf_counter()
+            candidates = BatchCandidates(g1, g2, row, position, expert, lengths, position_hash, C)
+            address = make_address(torch.full_like(row, doc), position)
+            state.add(group * E * E + expert, weight, address, torch.full_like(row, -1), candidates)
+            extract_s += extracted - started
+            update_s += time.perf_counter() - extracted
+            active += len(weight)
+        return extract_s, update_s, active
+
+    extract_s, cold_s, active = run_batch(doc=0)
+    per_expert = round(warm_tokens * active / G / (E * E) / batch_tokens)
+    prefill(state, state.top.weight[state.top.address != -1], per_expert, gen)
+    _, warm_s, _ = run_batch(doc=1)
+    per_min = batch_tokens * 60
+    print(f"    synthetic routing: {active / batch_tokens / G:.1f} active experts per token and group (weight >= 0.01)")
+    print(f"    sparse extraction (explorer.routing), 6 groups: {per_min / extract_s:,.0f} tokens/min")
+    print(f"    top-k + sample + stats update, cold: {per_min / cold_s:,.0f} tokens/min (empty banks: all enter)")
+    print(
+        f"    top-k + sample + stats update, warm: {per_min / warm_s:,.0f} tokens/min"
+        f" (banks as after {warm_tokens / 1e6:.0f}M tokens: {per_expert} activations per expert)"
+    )
+
+
+def bench_write(groups: int, experts_per_side: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = build_synthetic_index(Path(tmp) / "synthetic.duckdb", groups, experts_per_side)
+    n = figures["experts"]
+    print(
+        f"(c) synthetic index, {groups} groups x {experts_per_side**2} experts, K 32, 8 samples, window 17:"
+        f" write {figures['write_s']:.1f} s ({figures['write_s'] / n * 1e6:.1f} us/expert),"
+        f" file {figures['file_bytes'] / 2**30:.2f} GiB = {figures['file_bytes'] / n:.0f} bytes/expert"
+        f" (10M-token corpus in the token store included)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=None, help="model folder (default: embedded model, else scaled VD)")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: a, b, c")
+    parser.add_argument("--a-batches", type=int, default=8)
+    parser.add_argument("--a-seq-len", type=int, default=256)
+    parser.add_argument("--a-batch-size", type=int, default=8)
+    parser.add_argument("--b-batch-tokens", type=int, default=4096)
+    parser.add_argument("--b-warm-tokens", type=int, default=WARM_TOKENS)
+    parser.add_argument("--c-groups", type=int, default=6)
+    parser.add_argument("--c-experts-per-side", type=int, default=512)
+    args = parser.parse_args()
+    skip = set(args.skip.split(","))
+    if "a" not in skip:
+        if args.model:
+            bench_index_vs_forward(args.model, args.a_batches, args.a_seq_len, args.a_batch_size)
+        elif (EMBEDDED_MODEL_DIR / "config.json").exists():
+            bench_index_vs_forward(str(EMBEDDED_MODEL_DIR), args.a_batches, args.a_seq_len, args.a_batch_size)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = scaled_model_folder(Path(tmp))
+                bench_index_vs_forward(str(folder), args.a_batches, args.a_seq_len, args.a_batch_size)
+    if "b" not in skip:
+        bench_topk_update(args.b_batch_tokens, args.b_warm_tokens)
+    if "c" not in skip:
+        bench_write(args.c_groups, args.c_experts_per_side)
+
+
+if __name__ == "__main__":
+    main()

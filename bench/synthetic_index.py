@@ -1,0 +1,164 @@
+"""A synthetic expert index with the real schema, at any scale (the published one by default).
+
+Every expert of every group gets full top-K and sample banks, random statistics and domains,
+pointing into a synthetic corpus; the file is written by the real writer (precompute.index_store),
+so its size and write time are those of a real index of that shape. The app's benchmarks reuse it.
+
+    python bench/synthetic_index.py --out /tmp/synthetic.duckdb [--groups 6 --experts-per-side 512]
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from explorer import index_schema as schema  # noqa: E402
+from precompute.index_store import IndexContents, write_index  # noqa: E402
+from precompute.topk import ExpertState, make_address  # noqa: E402
+
+DOMAINS = ["prose", "code", "german", "spanish", "science", "law"]
+
+
+def synthetic_state(
+    groups: int,
+    experts_per_side: int,
+    top_k: int,
+    samples: int,
+    context: int,
+    corpus_docs: int,
+    doc_tokens: int,
+    seed=0,
+) -> ExpertState:
+    """A state whose every expert is full: sorted random weights at random (doc, position) addresses."""
+    gen = torch.Generator().manual_seed(seed)
+    n_slots = groups * experts_per_side**2
+    edges = torch.logspace(-2, np.log10(8), 17, dtype=torch.float64)
+    state = ExpertState(n_slots, top_k, samples, 2 * context + 1, edges)
+    for bank in (state.top, state.sample):
+        capacity = bank.capacity
+        bank.weight[:] = torch.rand((n_slots, capacity), generator=gen).sort(dim=1, descending=True).values
+        doc = torch.randint(0, corpus_docs, (n_slots, capacity), generator=gen)
+        position = torch.randint(0, doc_tokens, (n_slots, capacity), generator=gen)
+        bank.address[:] = make_address(doc, position)
+        bank.key[:] = torch.randint(0, 1 << 62, (n_slots, capacity), generator=gen)
+        bank.window[:] = torch.randint(0, 256, bank.window.shape, generator=gen, dtype=torch.uint8)
+        bank.window_max[:] = bank.weight
+    state.tokens_processed = corpus_docs * doc_tokens
+    state.active_count[:] = torch.randint(1, 100_000, (n_slots,), generator=gen)
+    state.weight_sum[:] = state.active_count * 0.05
+    state.weight_max[:] = state.top.weight[:, 0]
+    state.histogram[:] = torch.randint(0, 5_000, state.histogram.shape, generator=gen, dtype=torch.int32)
+    for domain in DOMAINS:
+        column = state.domain_index(domain)
+        state.domain_tokens[column] = state.tokens_processed // len(DOMAINS)
+    state.domain_weight_sum[:] = torch.rand(state.domain_weight_sum.shape, generator=gen, dtype=torch.float64)
+    return state
+
+
+def synthetic_contents(state, groups, experts_per_side, top_k, samples, context, corpus_docs, doc_tokens, vocab_size):
+    gen = np.random.default_rng(0)
+    n_tokens = corpus_docs * doc_tokens
+    tokens = pd.DataFrame(
+        {
+            "doc": np.repeat(np.arange(corpus_docs), doc_tokens),
+            "position": np.tile(np.arange(doc_tokens), corpus_docs),
+            "token_id": gen.integers(0, vocab_size, n_tokens),
+        }
+    )
+    documents = pd.DataFrame(
+        {
+            "doc": np.arange(corpus_docs),
+            "source_id": [f"doc{d}" for d in range(corpus_docs)],
+            "domain": [DOMAINS[d % len(DOMAINS)] for d in range(corpus_docs)],
+            "n_tokens": doc_tokens,
+        }
+    )
+    meta = {
+        "schema_version": schema.SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "model": "synthetic",
+        "config_hash": "synthetic",
+        "tokenizer": f"synthetic ({vocab_size} tokens)",
+        "corpus": "synthetic",
+        "shards": ["0/1"],
+        "documents_processed": corpus_docs,
+        "tokens_processed": n_tokens,
+        "seq_len": doc_tokens,
+        "top_k": top_k,
+        "samples": samples,
+        "context": context,
+        "min_weight": 0.01,
+        "histogram_edges": state.histogram_edges.tolist(),
+        "num_layers": groups * 4,
+        "moe_groups": 4,
+        "num_groups": groups,
+        "moe_experts": experts_per_side,
+        "moe_heads": 8,
+        "moe_decompose": "vertical",
+        "dtype": "bfloat16",
+        "embedding_model": None,
+    }
+    vocab = [f"tok{t}" for t in range(vocab_size)]
+    return IndexContents(meta, documents, tokens, vocab)
+
+
+def build_synthetic_index(
+    out,
+    groups=6,
+    experts_per_side=512,
+    top_k=32,
+    samples=8,
+    context=8,
+    corpus_docs=10_000,
+    doc_tokens=1_000,
+    vocab_size=32_000,
+    progress=None,
+) -> dict:
+    """Write the synthetic index to `out`; returns timings (s), file bytes and state bytes."""
+    started = time.perf_counter()
+    state = synthetic_state(groups, experts_per_side, top_k, samples, context, corpus_docs, doc_tokens)
+    contents = synthetic_contents(
+        state, groups, experts_per_side, top_k, samples, context, corpus_docs, doc_tokens, vocab_size
+    )
+    built = time.perf_counter()
+    Path(out).unlink(missing_ok=True)
+    write_index(out, state, contents, embed=False, progress=progress)
+    written = time.perf_counter()
+    return {
+        "experts": groups * experts_per_side**2,
+        "build_s": built - started,
+        "write_s": written - built,
+        "file_bytes": Path(out).stat().st_size,
+        "state_bytes": state.memory_bytes(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--groups", type=int, default=6)
+    parser.add_argument("--experts-per-side", type=int, default=512)
+    parser.add_argument("--top-k", type=int, default=32)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--context", type=int, default=8)
+    args = parser.parse_args()
+    figures = build_synthetic_index(
+        args.out,
+        args.groups,
+        args.experts_per_side,
+        args.top_k,
+        args.samples,
+        args.context,
+        progress=lambda done, total: print(f"group {done}/{total} written", flush=True),
+    )
+    print(figures)
+
+
+if __name__ == "__main__":
+    main()

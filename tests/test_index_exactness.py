@@ -1,0 +1,149 @@
+"""The index against brute force: dense weights over every token, top-K per expert with the same dedupe rule."""
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from index_corpus import DOCUMENTS, tiny_options, write_corpus
+from transformers import AutoTokenizer
+
+from explorer.routing import dense_expert_weights
+from precompute.index import run_index
+from precompute.topk import make_address, sample_priority
+
+
+def brute_force(model, tokenizer, options):
+    """Every activation >= min_weight, from a dense einsum per forward window: one row each."""
+    L, C = options.seq_len, options.context
+    E, G = model.config.moe_experts, model.config.moe_groups
+    rows = []
+    for doc, (domain, text) in enumerate(DOCUMENTS):
+        ids = tokenizer(text)["input_ids"]
+        for start in range(0, len(ids), L):
+            chunk = ids[start : start + L]
+            with torch.no_grad():
+                output = model.model(torch.tensor([chunk]), use_cache=False, output_router_probs=True)
+            for layer, probs in enumerate(output.router_probs):
+                if probs is None:
+                    continue
+                dense = dense_expert_weights(*probs)[0].numpy()  # [T, E*E]
+                padded = np.pad(dense, ((C, C), (0, 0)))  # the same forward window only, 0 beyond it
+                for t, expert in zip(*(dense >= options.min_weight).nonzero(), strict=True):
+                    position = start + t
+                    window = tuple(ids[p] if 0 <= p < len(ids) else -1 for p in range(position - C, position + C + 1))
+                    rows.append(
+                        (
+                            layer // G * E * E + expert,
+                            doc,
+                            position,
+                            dense[t, expert],
+                            window,
+                            domain,
+                            padded[t : t + 2 * C + 1, expert],
+                        )
+                    )
+    frame = pd.DataFrame(rows, columns=["slot", "doc", "position", "weight", "window", "domain", "window_weights"])
+    frame["address"] = make_address(
+        torch.tensor(frame["doc"].to_numpy()), torch.tensor(frame["position"].to_numpy())
+    ).numpy()
+    return frame
+
+
+def expected_top(frame, k):
+    best = frame.sort_values(
+        ["slot", "window", "weight", "address"], ascending=[True, True, False, True]
+    ).drop_duplicates(["slot", "window"])
+    best = best.sort_values(["slot", "weight", "address"], ascending=[True, False, True])
+    return best.groupby("slot").head(k)
+
+
+@pytest.mark.parametrize("name", ["monet-vd-tiny", "monet-hd-tiny"])
+def test_index_matches_brute_force(name, tmp_path):
+    from conftest import Conformance
+
+    fixture = Conformance(name)
+    options = tiny_options(fixture.checkpoint, write_corpus(tmp_path), tmp_path / "index.duckdb")
+    run_index(options)
+    model = fixture.load_model()
+    tokenizer = AutoTokenizer.from_pretrained(fixture.checkpoint)
+    truth = brute_force(model, tokenizer, options)
+    E = model.config.moe_experts
+    conn = duckdb.connect(str(options.out), read_only=True)
+    examples = conn.execute(
+        "SELECT grp * $ee + expert AS slot, kind, rank, doc, position, weight, window_max,"
+        " window_weights, window_hash FROM examples ORDER BY slot, kind, rank",
+        {"ee": E * E},
+    ).df()
+
+    # top-K: the same contexts in the same order, with the same weights, no duplicate windows
+    top = examples[examples["kind"] == "top"]
+    want = expected_top(truth, options.top_k)
+    assert len(top) == len(want) > 100
+    # Repeated text gets weights equal up to float rounding (windows of different lengths), so near-ties may
+    # swap: each stored context must be the best of its window text, and every context clearly above the
+    # K-th weight must be stored.
+    windows = {doc: tokenizer(text)["input_ids"] for doc, (_, text) in enumerate(DOCUMENTS)}
+    C = options.context
+    got = top[["slot", "weight"]].assign(
+        window=[
+            tuple(windows[d][p] if 0 <= p < len(windows[d]) else -1 for p in range(q - C, q + C + 1))
+            for d, q in zip(top["doc"], top["position"], strict=True)
+        ]
+    )
+    best = truth.groupby(["slot", "window"], as_index=False)["weight"].max()
+    matched = got.merge(best, on=["slot", "window"], suffixes=("", "_best"))
+    assert len(matched) == len(got)
+    np.testing.assert_allclose(matched["weight"], matched["weight_best"], rtol=1e-5, atol=1e-6)
+    kth = want.groupby("slot")["weight"].transform("min")
+    clear = want[want["weight"] > kth + 1e-5]
+    assert len(clear.merge(got, on=["slot", "window"])) == len(clear)
+    np.testing.assert_allclose(top["weight"], want["weight"], rtol=1e-5, atol=1e-6)
+    assert not top.duplicated(["slot", "window_hash"]).any()
+    assert truth.duplicated(["slot", "window"]).any(), "the corpus should repeat contexts"
+
+    # window weights: the expert's weight on each window token of the same forward window, 8-bit
+    for stored, expected in zip(top.itertuples(), want["window_weights"], strict=True):
+        np.testing.assert_allclose(
+            np.asarray(stored.window_weights) / 255 * stored.window_max, expected, atol=stored.window_max / 255 + 1e-6
+        )
+
+    # the uniform sample: bottom-L by the priority hash
+    truth["priority"] = sample_priority(
+        torch.tensor(truth["address"].to_numpy()), torch.tensor(truth["slot"].to_numpy())
+    ).numpy()
+    want_sample = truth.sort_values(["slot", "priority", "address"]).groupby("slot").head(options.samples)
+    sample = examples[examples["kind"] == "sample"]
+    assert sorted(map(tuple, sample[["slot", "doc", "position"]].to_numpy().tolist())) == sorted(
+        map(tuple, want_sample[["slot", "doc", "position"]].to_numpy().tolist())
+    )
+
+    # statistics
+    experts = conn.execute(
+        "SELECT grp * $ee + expert AS slot, active_count, weight_sum, weight_max, histogram FROM experts ORDER BY slot",
+        {"ee": E * E},
+    ).df()
+    per_slot = truth.groupby("slot")["weight"]
+    assert experts["slot"].tolist() == sorted(truth["slot"].unique())
+    assert experts["active_count"].tolist() == per_slot.size().tolist()
+    np.testing.assert_allclose(experts["weight_sum"], per_slot.sum(), rtol=1e-5)
+    np.testing.assert_allclose(experts["weight_max"], per_slot.max(), rtol=1e-5)
+    edges = np.asarray(
+        conn.execute("SELECT value FROM meta WHERE key = 'histogram_edges'").fetchone()[0].strip("[]").split(","),
+        dtype=float,
+    )
+    bins = np.clip(np.searchsorted(edges, truth["weight"], side="right") - 1, 0, len(edges) - 2)
+    want_hist = np.zeros((len(experts), len(edges) - 1), dtype=int)
+    np.add.at(want_hist, (np.searchsorted(experts["slot"], truth["slot"]), bins), 1)
+    assert np.stack(experts["histogram"].to_numpy()).tolist() == want_hist.tolist()
+    domains = conn.execute(
+        "SELECT grp * $ee + expert AS slot, domain, weight_sum FROM expert_domains ORDER BY slot, domain", {"ee": E * E}
+    ).df()
+    want_domains = truth.groupby(["slot", "domain"])["weight"].sum().reset_index()
+    assert domains[["slot", "domain"]].to_numpy().tolist() == want_domains[["slot", "domain"]].to_numpy().tolist()
+    np.testing.assert_allclose(domains["weight_sum"], want_domains["weight"], rtol=1e-5)
+    tokens = conn.execute("SELECT domain, n_tokens FROM domains ORDER BY domain").fetchall()
+    lengths = {}
+    for domain, text in DOCUMENTS:
+        lengths[domain] = lengths.get(domain, 0) + len(tokenizer(text)["input_ids"])
+    assert tokens == sorted(lengths.items())
