@@ -1,0 +1,74 @@
+"""The named API endpoints (/search, /expert, /inspect, /generate, /perplexity, /top_experts): JSON in, JSON out.
+
+Each is a typed function over one Explorer; ui.py registers them with gr.api, so gradio_client and
+plain HTTP get the same answers as the page. Groups are numbered from 1 here (0 = all groups), as in
+expert names. Errors come back as the same sentences the page shows.
+"""
+
+from explorer.generate import GenerationSettings
+from explorer.inspect_prompt import ACTIVE_WEIGHT
+from explorer.pages import shows_errors
+from explorer.service import Explorer
+from explorer.tokens import RequestRejected
+
+
+def _group(explorer: Explorer, group: int) -> int | None:
+    if group == 0:
+        return None
+    if explorer.shape is None or not 1 <= group <= explorer.shape.num_groups:
+        raise RequestRejected(f"group must be 0 (all) or 1..{explorer.shape.num_groups if explorer.shape else '?'}.")
+    return group - 1
+
+
+def endpoints(explorer: Explorer) -> dict:
+    """api_name -> function, for gr.api."""
+
+    def search(query: str, mode: str = "auto", group: int = 0, limit: int = 20) -> dict:
+        """Find experts: mode auto | id | token | text | meaning; group 1..G or 0 for all."""
+        result = explorer.search(query, mode, _group(explorer, group), limit)
+        return {"mode": result.mode, "message": result.message, "results": result.rows}
+
+    def expert(expert: str) -> dict:
+        """One expert's page data: stats, top contexts with per-token weights, samples, histogram, domains, siblings."""
+        return explorer.expert_page(explorer.expert_ref(expert)).to_json()
+
+    def inspect(text: str, min_weight: float = ACTIVE_WEIGHT, per_group: int = 20) -> dict:
+        """Per token of a text, the active experts of every group with their weights and per-head parts."""
+        return explorer.inspect(text, min_weight).to_json(per_group)
+
+    def generate(
+        prompt: str, ablate: str = "", max_new_tokens: int = 40, temperature: float = 0.0, seed: int = 0
+    ) -> dict:
+        """Baseline and ablated continuations (same seed), the ablation's effect on the baseline continuation."""
+        settings = GenerationSettings(max_new_tokens, temperature, 1.0, seed)
+        *_, last = explorer.generate(prompt, ablate, settings)  # the final update carries the effect
+        effect = last.effect.to_json() if last.effect is not None else None
+        return {
+            "baseline": last.baseline_text,
+            "ablated": last.ablated_text,
+            "ablate": ablate,
+            "switched_off": explorer.resolve_ablation(ablate).summary(),
+            "effect": effect,
+        }
+
+    def perplexity(text: str, ablate: str = "") -> dict:
+        """Perplexity of a text with and without the switched-off experts, per-token log-probabilities."""
+        measured = explorer.measure_text(text, ablate)
+        return {**measured.effect.to_json(), "tokens": measured.pieces, "switched_off": measured.summary}
+
+    def top_experts(text: str, n: int = 20, group: int = 0) -> list[str]:
+        """The experts with the largest summed weight over a text (e.g. to switch them off)."""
+        return explorer.experts_on_text(text, n, _group(explorer, group))
+
+    functions = {
+        "search": search,
+        "expert": expert,
+        "inspect": inspect,
+        "generate": generate,
+        "perplexity": perplexity,
+        "top_experts": top_experts,
+    }
+    return {name: shows_errors(fn) for name, fn in functions.items()}
+
+
+MODEL_ENDPOINTS = ("inspect", "generate", "perplexity", "top_experts")  # share the model's concurrency limit

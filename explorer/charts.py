@@ -1,0 +1,92 @@
+"""Altair charts for the app: expert density histogram, an expert's weight histogram and its per-domain means.
+
+Charts get small, already aggregated frames (never one row per expert: a group has up to 262,144),
+and large fonts so they stay legible on a projector.
+"""
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+FONT_SIZE = 15
+ACCENT = "#e8590c"
+MUTED = "#9aa5b1"
+
+
+def _styled(chart: alt.Chart) -> alt.Chart:
+    return (
+        chart.configure_axis(labelFontSize=FONT_SIZE - 2, titleFontSize=FONT_SIZE)
+        .configure_legend(labelFontSize=FONT_SIZE - 2, titleFontSize=FONT_SIZE)
+        .configure_title(fontSize=FONT_SIZE + 1, anchor="start")
+        .configure_view(strokeWidth=0)
+    )
+
+
+def density_histogram(densities: dict[str, np.ndarray], bins: int = 30) -> alt.Chart:
+    """How many experts fire how often: one step line per routing group, log-spaced density bins.
+
+    densities: group name -> densities of its active experts (never-active ones have no density to bin).
+    """
+    values = np.concatenate([d[d > 0] for d in densities.values()] or [np.zeros(0)])
+    if values.size == 0:
+        return _styled(alt.Chart(pd.DataFrame({"x": []})).mark_text().properties(title="No active experts"))
+    edges = np.logspace(np.log10(values.min()), np.log10(values.max()) + 1e-9, bins + 1)
+    frames = [
+        pd.DataFrame({"group": name, "density": edges[:-1], "experts": np.histogram(d[d > 0], edges)[0]})
+        for name, d in densities.items()
+    ]
+    frame = pd.concat(frames, ignore_index=True)
+    chart = (
+        alt.Chart(frame)
+        .mark_line(interpolate="step-after", strokeWidth=2.5)
+        .encode(
+            x=alt.X(
+                "density:Q",
+                scale=alt.Scale(type="log"),
+                title="density (share of tokens where the expert is active)",
+                axis=alt.Axis(format="~%"),
+            ),
+            y=alt.Y("experts:Q", title="experts"),
+            color=alt.Color("group:N", title="group", sort=list(densities)),
+            tooltip=["group", alt.Tooltip("density:Q", format=".3~%"), "experts"],
+        )
+        .properties(width=900, height=260, title="Experts by density")
+    )
+    return _styled(chart)
+
+
+def weight_histogram(histogram: pd.DataFrame) -> alt.Chart:
+    """An expert's active weights in log bins: columns low, high, count (explorer.index.ExpertIndex.histogram)."""
+    filled = histogram.index[histogram["count"] > 0]
+    if len(filled):  # the bins from the lightest to the heaviest weight seen
+        histogram = histogram.loc[filled.min() : filled.max()]
+    chart = (
+        alt.Chart(histogram)
+        .mark_rect(color=ACCENT)
+        .encode(
+            x=alt.X("low:Q", scale=alt.Scale(type="log", nice=False), title="weight (log scale)"),
+            x2="high:Q",
+            y=alt.Y("count:Q", title="tokens"),
+            y2=alt.datum(0),
+            tooltip=[alt.Tooltip("low:Q", format=".3f"), alt.Tooltip("high:Q", format=".3f"), "count:Q"],
+        )
+        .properties(width=440, height=220, title="Weight where active")
+    )
+    return _styled(chart)
+
+
+def domain_bars(domain_means: pd.DataFrame, specialised_in: str | None) -> alt.Chart:
+    """Mean weight per domain (columns domain, mean_weight); the specialised domain, if any, in the accent colour."""
+    frame = domain_means.assign(colour=[ACCENT if d == specialised_in else MUTED for d in domain_means["domain"]])
+    chart = (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            y=alt.Y("domain:N", sort="-x", title=None),
+            x=alt.X("mean_weight:Q", title="mean weight over the domain's tokens"),
+            color=alt.Color("colour:N", scale=None),  # the colour itself (alt.condition is slow to build)
+            tooltip=["domain", alt.Tooltip("mean_weight:Q", format=".2e"), "n_tokens:Q"],
+        )
+        .properties(width=440, height=max(80, 34 * len(frame)), title="Mean weight per domain")
+    )
+    return _styled(chart)

@@ -1,0 +1,461 @@
+"""What each page shows: an Explorer's answers rendered (explorer.views, explorer.charts) into component values.
+
+ui.py wires these functions to components; they never touch Gradio layout. Known failures (bad
+input, no index, a corrupt file) become a gr.Error with the message alone (`shows_errors`), so the
+page shows a sentence, never a stack trace, and the app keeps serving.
+"""
+
+import functools
+import inspect
+import json
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import duckdb
+import gradio as gr
+import pandas as pd
+
+from explorer import ablation_set, charts, views
+from explorer.generate import GenerationSettings
+from explorer.index import IndexUnavailable
+from explorer.inspect_prompt import PromptInspection
+from explorer.service import SEARCH_MODES, ExpertPage, Explorer
+from explorer.tokens import RequestRejected
+
+log = logging.getLogger(__name__)
+EXPECTED_ERRORS = (RequestRejected, IndexUnavailable, duckdb.Error)
+ALL_GROUPS = "all groups"
+EXPERTS_SHOWN_PER_GROUP = 25
+
+
+def _friendly(error: Exception) -> gr.Error:
+    if isinstance(error, EXPECTED_ERRORS):
+        return gr.Error(str(error), print_exception=False)
+    log.exception("unexpected error in a request")
+    return gr.Error(
+        f"Something went wrong ({type(error).__name__}: {error}). The app keeps running; try again.",
+        print_exception=False,
+    )
+
+
+def shows_errors(fn):
+    """Turn exceptions of a handler (function or generator) into a clear message in the page."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as error:
+                raise _friendly(error) from None
+
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as error:
+            raise _friendly(error) from None
+
+    return call
+
+
+def group_choices(explorer: Explorer) -> list[tuple[str, int]]:
+    if explorer.shape is None:
+        return []
+    return [
+        (f"G{g + 1} · layers {r[0]}-{r[-1]}", g)
+        for g in range(explorer.shape.num_groups)
+        for r in [explorer.shape.group_layers(g)]
+    ]
+
+
+# -- header and overview --------------------------------------------------------------------------------
+def problems_html(explorer: Explorer) -> str:
+    return "".join(views.notice(problem, "warning") for problem in explorer.problems)
+
+
+def _fact(label: str, value) -> str:
+    return (
+        f'<div class="fact"><span class="fact-label">{views.esc(label)}</span>'
+        f'<span class="fact-value">{views.esc(value)}</span></div>'
+    )
+
+
+def facts_html(explorer: Explorer) -> str:
+    facts = explorer.facts()
+    if explorer.model is None:
+        return views.notice("No model loaded.", "warning")
+    model = [
+        _fact("model", facts["model"]),
+        _fact("decomposition", facts["decomposition"]),
+        _fact("layers", facts["layers"]),
+        _fact("hidden size", f"{facts['hidden_size']:,}"),
+        _fact(
+            "experts per layer",
+            f"{facts['experts_per_side']} × {facts['experts_per_side']} = {facts['experts_per_layer']:,}",
+        ),
+        _fact("router heads", facts["router_heads"]),
+        _fact("running on", f"{facts['device']} · {facts['dtype']}"),
+    ]
+    active = explorer.experts_ever_active() if explorer.index is not None else None
+    groups = []
+    for g, text in enumerate(facts["groups"]):
+        fired = (
+            ""
+            if active is None
+            else (f" · {active[g]:,} experts ever active ({active[g] / facts['experts_per_layer']:.1%})")
+        )
+        groups.append(
+            f"<li><b>{views.esc(text.split(' = ')[0])}</b> = {views.esc(text.split(' = ')[1])}{views.esc(fired)}</li>"
+        )
+    cards = [
+        f'<div class="card"><h3>Model</h3>{"".join(model)}</div>',
+        f'<div class="card"><h3>Routing groups</h3><p class="hint">Groups count from 1, layers from 0. '
+        f"The layers of a group share its router, so an expert fires in all of them.</p>"
+        f'<ul class="groups">{"".join(groups)}</ul></div>',
+    ]
+    if "index" in facts:
+        index = facts["index"]
+        rows = [
+            _fact("tokens indexed", f"{index['tokens_processed']:,}"),
+            _fact("documents", f"{index['documents_processed']:,}"),
+            _fact("corpus", index["corpus"]),
+            _fact("domains", ", ".join(index["domains"]) or "none"),
+            _fact("contexts kept per expert", index["top_k"]),
+            _fact("active when weight ≥", index["min_weight"]),
+            _fact("built", index["created"]),
+        ]
+        cards.append(f'<div class="card"><h3>Expert index</h3>{"".join(rows)}</div>')
+    return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def density_chart(explorer: Explorer):
+    if explorer.index is None:
+        return None
+    return charts.density_histogram(
+        {f"G{g + 1}": explorer.group_density(g).ravel() for g in range(explorer.shape.num_groups)}
+    )
+
+
+def _expert_rows_html(frame: pd.DataFrame, empty: str) -> str:
+    columns = [("name", "expert", str), ("label", "label", str), ("density", "density", views.percent)]
+    return views.table_html(frame.to_dict("records"), columns, empty)
+
+
+@shows_errors
+def overview_group(explorer: Explorer, group: int) -> tuple[str, str, str]:
+    if explorer.index is None:
+        message = views.notice("The E x E map and the activity lists need an expert index.", "warning")
+        return message, "", ""
+    most, least = explorer.most_and_least_active(group)
+    return (
+        views.density_map_html(explorer.group_density(group), group),
+        _expert_rows_html(most, "No active expert in this group."),
+        _expert_rows_html(least, "No active expert in this group."),
+    )
+
+
+def spec_from_event(data: dict) -> str:
+    """An expert name from a click on a page (see ui.CLICK_JS): {kind: expert, value} or {kind: cell, group, i, j}."""
+    if data.get("kind") == "cell":
+        return f"G{int(data['group']) + 1} ({int(data['i'])}, {int(data['j'])})"
+    return str(data.get("value", ""))
+
+
+# -- expert page ------------------------------------------------------------------------------------------
+def _chip(text: str, value: str = "") -> str:
+    shown = views.esc(text.replace("\n", views.NEWLINE).replace(" ", "\u2423")) or "∅"
+    extra = f'<span class="chip-value">{views.esc(value)}</span>' if value else ""
+    return f'<span class="chip"><span class="chip-text">{shown}</span>{extra}</span>'
+
+
+def _expert_header(page: ExpertPage) -> str:
+    s, ref = page.stats, page.ref
+    layers = f"{page.layers[0]}-{page.layers[-1]}" if len(page.layers) > 1 else f"{page.layers[0]}"
+    label = f'<div class="expert-label">{views.esc(s.label)}</div>' if s.label else ""
+    verdict_kind = "specialised" if page.verdict.specialised_in else "plain"
+    facts = (
+        f"routing group G{ref.group + 1} = layers {layers} · density {views.percent(s.density)} "
+        f"({s.active_count:,} tokens) · mean active weight {s.mean_active_weight:.3f} · max {s.max_weight:.3f}"
+    )
+    return (
+        f'<div class="expert-head"><div class="expert-title"><span class="expert-name">{views.esc(ref)}</span>'
+        f'<span class="expert-pair">{views.esc(ref.pair_label)}</span></div>{label}'
+        f'<div class="expert-facts">{views.esc(facts)}</div>'
+        f'<div class="verdict verdict-{verdict_kind}">{views.esc(page.verdict.text)}</div>'
+        f'<div class="deep-link">Link to this page: <code>?expert={views.esc(ref)}</code></div></div>'
+    )
+
+
+def _siblings_html(page: ExpertPage) -> str:
+    columns = [("name", "expert", str), ("label", "label", str), ("density", "density", views.percent)]
+    row = views.table_html(page.same_row.to_dict("records"), columns, "No other active expert in this row.")
+    column = views.table_html(page.same_column.to_dict("records"), columns, "No other active expert in this column.")
+    return (
+        f'<div class="siblings"><div><h4>Same row i = {page.ref.i} (first routing side)</h4>{row}</div>'
+        f"<div><h4>Same column j = {page.ref.j} (second routing side)</h4>{column}</div></div>"
+    )
+
+
+EXPORT_DIR = Path(tempfile.gettempdir()) / "monet-explorer-exports"
+
+
+def _write_atomically(path: Path, write) -> str:
+    """Write through a private temporary name, so concurrent users opening the same expert never see half a file."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+    write(partial)
+    os.replace(partial, path)
+    return str(path)
+
+
+def _export_files(page: ExpertPage) -> tuple[str, str]:
+    """The page as JSON and its contexts as CSV, one file pair per expert (the content depends on the expert only)."""
+    EXPORT_DIR.mkdir(exist_ok=True)
+    stem = str(page.ref).replace("/", "-")
+    data = page.to_json()
+    json_path = _write_atomically(
+        EXPORT_DIR / f"{stem}.json", lambda path: path.write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    )
+    contexts = [
+        {
+            "kind": kind,
+            "rank": e["rank"],
+            "weight": e["weight"],
+            "domain": e["domain"],
+            "source": e["source"],
+            "token": e["tokens"][e["highlight"]],
+            "text": e["text"],
+            "quantile": e["quantile"],
+        }
+        for kind in ("top_contexts", "quantile_samples")
+        for e in data[kind]
+    ]
+    csv_path = _write_atomically(
+        EXPORT_DIR / f"{stem}-contexts.csv", lambda path: pd.DataFrame(contexts).to_csv(path, index=False)
+    )
+    return json_path, csv_path
+
+
+@shows_errors
+def expert_view(explorer: Explorer, spec: str) -> dict:
+    """Everything of the expert page that comes from the index (fast); see expert_extras for the rest."""
+    ref = explorer.expert_ref(spec)
+    page = explorer.expert_page(ref)
+    json_path, csv_path = _export_files(page)
+    top_tokens = "".join(
+        _chip(t, str(c)) for t, c in zip(page.top_tokens["token"], page.top_tokens["count"], strict=True)
+    )
+    return {
+        "name": str(ref),
+        "header": _expert_header(page),
+        "contexts": views.context_rows_html(page.top),
+        "samples": views.context_rows_html(page.samples, show_quantile=True),
+        "histogram": charts.weight_histogram(page.histogram),
+        "domains": charts.domain_bars(page.domains, page.verdict.specialised_in) if len(page.domains) else None,
+        "top_tokens": f'<div class="chips">{top_tokens}</div>' if top_tokens else views.notice("No top tokens."),
+        "siblings": _siblings_html(page),
+        "json": json_path,
+        "csv": csv_path,
+    }
+
+
+@shows_errors
+def expert_extras(explorer: Explorer, spec: str) -> tuple[str, str]:
+    """The slower parts of an expert page: tokens it promotes/suppresses (a model pass) and similar experts."""
+    ref = explorer.expert_ref(spec)
+    effects, promoted, suppressed = explorer.token_effects(ref)
+    if effects.contexts:
+        up = "".join(_chip(t, f"{v:+.3g}") for t, (_, v) in zip(promoted, effects.promoted, strict=True))
+        down = "".join(_chip(t, f"{v:+.3g}") for t, (_, v) in zip(suppressed, effects.suppressed, strict=True))
+        effects_html = (
+            f'<div class="effects"><div><h4>Promotes</h4><div class="chips chips-up">{up}</div></div>'
+            f'<div><h4>Suppresses</h4><div class="chips chips-down">{down}</div></div></div>'
+            f'<p class="hint">Its mean output at its top {effects.contexts} contexts, summed over the '
+            f"layers of its group, read through the final norm and the unembedding (direct effect on "
+            f"the next-token logits per unit weight; later layers ignored).</p>"
+        )
+    else:
+        effects_html = views.notice("No stored contexts to measure its output on.")
+    try:
+        similar = explorer.similar_experts(ref)
+        columns = [
+            ("name", "expert", str),
+            ("label", "label", str),
+            ("score", "similarity", lambda v: f"{v:.2f}"),
+            ("density", "density", views.percent),
+        ]
+        similar_html = views.table_html(similar, columns, "No similar experts.")
+    except IndexUnavailable as error:
+        similar_html = views.notice(str(error))
+    return effects_html, similar_html
+
+
+# -- search ----------------------------------------------------------------------------------------------
+@shows_errors
+def search_view(explorer: Explorer, query: str, mode: str, group: int | None) -> tuple[str, str]:
+    result = explorer.search(query, mode, group)
+    columns = [
+        ("name", "expert", str),
+        ("label", "label", str),
+        ("density", "density", views.percent),
+        ("evidence", "why it matched", str),
+    ]
+    status = views.notice(
+        f"{result.message} · {len(result.rows)} result(s) · searched by {result.mode} ({SEARCH_MODES[result.mode]})"
+    )
+    return status, views.table_html(result.rows, columns, "No expert matches.")
+
+
+# -- prompt inspector ------------------------------------------------------------------------------------
+def inspector_tokens_html(inspection: PromptInspection, selected: int | None) -> str:
+    counts = inspection.active_counts()
+    totals = counts.sum(1)
+
+    def label(t: int, _):
+        per_group = ", ".join(f"G{g + 1} {n}" for g, n in enumerate(counts[t]))
+        return f"{totals[t]} active experts ({per_group}) · click to list them"
+
+    return views.tokens_html(
+        inspection.tokens, totals.tolist(), label=label, clickable=True, selected=selected, break_lines=True
+    )
+
+
+def token_experts_html(explorer: Explorer, inspection: PromptInspection, t: int) -> str:
+    columns = []
+    for g in range(inspection.shape.num_groups):
+        experts = inspection.experts_at(t, g)
+        layers = inspection.shape.group_layers(g)
+        heaviest = experts[0].weight if experts else 1.0
+        rows = "".join(
+            f'<div class="active-expert" data-expert="{views.esc(e.name)}">{views.expert_link(e.name)}'
+            f'<span class="bar" style="--w:{e.weight / heaviest:.3f}"></span>'
+            f'<span class="weight">{e.weight:.3f}</span><span class="heads">{views.esc(e.heads_text())}</span></div>'
+            for e in experts[:EXPERTS_SHOWN_PER_GROUP]
+        )
+        more = len(experts) - EXPERTS_SHOWN_PER_GROUP
+        rows += f'<div class="hint">… and {more} more</div>' if more > 0 else ""
+        columns.append(
+            f'<div class="group-column"><h4>G{g + 1} · layers {layers[0]}-{layers[-1]} · '
+            f"{len(experts)} active</h4>{rows or views.notice('none above the threshold')}</div>"
+        )
+    return (
+        f'<div class="token-experts"><div class="token-title">Token {t}: {_chip(inspection.tokens[t])} · '
+        f"weight ≥ {inspection.min_weight:g}, heads carrying it</div>"
+        f'<div class="group-columns">{"".join(columns)}</div></div>'
+    )
+
+
+@shows_errors
+def inspect_view(explorer: Explorer, text: str, min_weight: float) -> tuple[PromptInspection, str, str]:
+    inspection = explorer.inspect(text, min_weight)
+    counts = inspection.active_counts().sum(1)
+    busiest = int(counts.argmax())
+    return inspection, inspector_tokens_html(inspection, busiest), token_experts_html(explorer, inspection, busiest)
+
+
+@shows_errors
+def token_view(explorer: Explorer, inspection: PromptInspection | None, t: int) -> tuple[str, str]:
+    if inspection is None or not 0 <= t < len(inspection.tokens):
+        raise RequestRejected("Inspect a text first, then click one of its tokens.")
+    return inspector_tokens_html(inspection, t), token_experts_html(explorer, inspection, t)
+
+
+# -- switching experts off -------------------------------------------------------------------------------
+def ablation_summary(explorer: Explorer, text: str) -> str:
+    try:
+        return views.notice(explorer.resolve_ablation(text).summary())
+    except EXPECTED_ERRORS as error:
+        return views.notice(str(error), "error")
+
+
+def add_to_set(text: str, items: list[str]) -> str:
+    return ablation_set.add_items(text, items)
+
+
+@shows_errors
+def add_line(explorer: Explorer, text: str, group: int, side: str, number: float | None) -> str:
+    if number is None:
+        raise RequestRejected("Give the row or column number.")
+    item = f"G{group + 1} ({int(number)}, *)" if side == "row" else f"G{group + 1} (*, {int(number)})"
+    explorer.resolve_ablation(item)  # checks the range
+    return add_to_set(text, [item])
+
+
+@shows_errors
+def add_expert(explorer: Explorer, text: str, spec: str) -> str:
+    ref = explorer.expert_ref(spec)
+    gr.Info(f"{ref} switched off (in every layer of G{ref.group + 1}); see the Switch off tab.")
+    return add_to_set(text, [str(ref)])
+
+
+@shows_errors
+def add_domain(explorer: Explorer, text: str, domain: str | None) -> str:
+    if not domain:
+        raise RequestRejected("Pick a domain.")
+    found = explorer.domain_experts(domain)
+    if not found:
+        raise RequestRejected(f"No expert is skewed toward {domain} by the 2x rule.")
+    gr.Info(f"domain:{domain} = {len(found):,} experts")
+    return add_to_set(text, [f"domain:{domain}"])
+
+
+@shows_errors
+def add_firing(explorer: Explorer, text: str, pasted: str, n: float) -> str:
+    return add_to_set(text, explorer.experts_on_text(pasted, int(n or 20)))
+
+
+def _panels(prompt: str, baseline: str, ablated: str, finished: bool) -> tuple[str, str]:
+    return (
+        views.continuation_html("Plain model", prompt, baseline, finished, "baseline"),
+        views.continuation_html("Experts switched off", prompt, ablated, finished, "ablated"),
+    )
+
+
+@shows_errors
+def generate_view(
+    explorer: Explorer, prompt: str, ablation_text: str, max_new_tokens: float, temperature: float, seed: float
+):
+    settings = GenerationSettings(int(max_new_tokens), float(temperature), 1.0, int(seed or 0))
+    resolved = explorer.resolve_ablation(ablation_text)
+    if resolved.ablation is None:
+        gr.Warning("The switched-off set is empty: both sides run the plain model.")
+    for update in explorer.generate(prompt, ablation_text, settings):
+        baseline, ablated = _panels(prompt, update.baseline_text, update.ablated_text, update.finished)
+        effect_html = views.notice("Generating…") if not update.finished else ""
+        if update.effect is not None:
+            e = update.effect
+            effect_html = (
+                views.effect_summary_html(
+                    e.baseline_perplexity,
+                    e.ablated_perplexity,
+                    e.removed_mass_share,
+                    len(e.token_ids),
+                    "the plain continuation",
+                )
+                + '<div class="delta-title">Each token of the plain continuation, shaded by how much less '
+                "(red) or more (blue) likely the ablated model finds it (full colour: 2 nats or more); "
+                "hover for Δ log p.</div>" + views.delta_tokens_html(update.effect_pieces, e.deltas)
+            )
+        yield baseline, ablated, effect_html
+
+
+@shows_errors
+def measure_view(explorer: Explorer, text: str, ablation_text: str) -> str:
+    measured = explorer.measure_text(text, ablation_text)
+    e = measured.effect
+    return (
+        views.effect_summary_html(
+            e.baseline_perplexity, e.ablated_perplexity, e.removed_mass_share, len(e.token_ids), "the given text"
+        )
+        + views.notice(measured.summary)
+        + views.delta_tokens_html(measured.pieces, e.deltas)
+    )

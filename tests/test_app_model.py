@@ -1,0 +1,193 @@
+"""The app's model-side pieces on the tiny conformance checkpoints: generation, scoring, inspector, expert outputs."""
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from explorer.expert_output import expert_output, post_attention_inputs, token_effects
+from explorer.generate import (
+    GenerationSettings,
+    Limits,
+    compare_on_text,
+    decode_tokens,
+    removed_mass_share,
+    side_by_side,
+)
+from explorer.inspect_prompt import experts_firing_most, inspect_prompt
+from explorer.routing import Ablation, ModelShape, dense_expert_weights
+from explorer.tokens import RequestRejected, encode, token_pieces
+
+
+@pytest.fixture(scope="module")
+def tiny(vd_tiny):
+    return vd_tiny.load_model()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(vd_tiny):
+    return AutoTokenizer.from_pretrained(vd_tiny.checkpoint)
+
+
+# -- tokens ---------------------------------------------------------------------------------------------
+def test_token_pieces_join_to_the_text(tokenizer):
+    text = "The capital of France is Paris.\nÜber 日本 ok"
+    pieces = token_pieces(tokenizer, tokenizer(text)["input_ids"])
+    assert "".join(pieces) == text
+    assert "Ü" in pieces
+
+
+@pytest.mark.parametrize(
+    "text, message", [("", "empty"), ("   \n", "empty"), ("x" * 100_000, "too long"), ("ab " * 300, "limit is 100")]
+)
+def test_encode_refuses_empty_and_huge_text(tokenizer, text, message):
+    with pytest.raises(RequestRejected, match=message):
+        encode(tokenizer, text, max_tokens=100, what="prompt")
+
+
+# -- generation -----------------------------------------------------------------------------------------
+def test_greedy_decoding_equals_transformers_generate(tiny, vd_tiny):
+    prompt = vd_tiny.cases["greedy_prompt"][0]
+    ours = list(decode_tokens(tiny, prompt, None, GenerationSettings(max_new_tokens=12)))
+    expected = vd_tiny.cases["greedy_output"][0][len(prompt) :]
+    assert ours == expected
+
+
+def test_ablated_decoding_equals_generate_with_ablation(tiny, vd_tiny):
+    prompt = vd_tiny.cases["greedy_prompt"][0]
+    ablation = Ablation.build(["G1/17", "G2 (3, 4)", (1, 0, 0)], tiny.config)
+    ours = list(decode_tokens(tiny, prompt, ablation, GenerationSettings(max_new_tokens=10)))
+    theirs = tiny.generate(
+        torch.tensor([prompt]), max_new_tokens=10, do_sample=False, ablate=ablation, eos_token_id=None, pad_token_id=0
+    )[0, len(prompt) :].tolist()
+    assert ours == theirs[: len(ours)]
+
+
+def test_sampling_is_reproducible_and_private(tiny):
+    settings = GenerationSettings(max_new_tokens=15, temperature=1.0, top_p=0.9, seed=7)
+    torch.manual_seed(0)
+    first = list(decode_tokens(tiny, [5, 6, 7], None, settings))
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert list(decode_tokens(tiny, [5, 6, 7], None, settings)) == first
+    assert list(decode_tokens(tiny, [5, 6, 7], None, GenerationSettings(15, 1.0, 0.9, seed=8))) != first
+
+
+def test_side_by_side_streams_both_and_scores_the_baseline(tiny):
+    ablation = Ablation.build([f"G1/{e}" for e in range(0, 256, 3)], tiny.config)
+    updates = list(side_by_side(tiny, [5, 6, 7, 8], ablation, GenerationSettings(max_new_tokens=6)))
+    assert [len(u.baseline_ids) for u in updates[:-1]] == [1, 2, 3, 4, 5, 6]
+    last = updates[-1]
+    assert last.finished and last.effect is not None
+    assert last.baseline_ids == list(decode_tokens(tiny, [5, 6, 7, 8], None, GenerationSettings(6)))
+    assert last.ablated_ids == list(decode_tokens(tiny, [5, 6, 7, 8], ablation, GenerationSettings(6)))
+    assert last.effect.token_ids == last.baseline_ids
+    assert last.baseline_ids != last.ablated_ids  # a third of G1 switched off changes a random model's output
+
+
+def test_compare_on_text_matches_a_manual_computation(tiny):
+    ids = [3, 14, 15, 92, 65, 35, 89, 79]
+    ablation = Ablation.build(["G1/17", "G2/200"], tiny.config)
+    effect = compare_on_text(tiny, ids, ablation, first_scored=1)
+    with torch.no_grad():
+        logits = tiny(torch.tensor([ids]), ablate=ablation).logits[0].log_softmax(-1)
+    manual = [float(logits[t - 1, ids[t]]) for t in range(1, len(ids))]
+    assert effect.ablated_logprobs == pytest.approx(manual, abs=1e-5)
+    assert len(effect.deltas) == len(ids) - 1
+    assert effect.ablated_perplexity == pytest.approx(torch.tensor(manual).mean().neg().exp().item(), rel=1e-5)
+    empty = compare_on_text(tiny, ids, None)
+    assert empty.deltas == pytest.approx([0.0] * 7, abs=1e-6) and empty.removed_mass_share == 0.0
+
+
+def test_removed_mass_share_by_brute_force(tiny):
+    ids = torch.tensor([[3, 14, 15, 92, 65]])
+    shape = ModelShape.of(tiny.config)
+    ablation = Ablation.build(["G1/17", "L3/40"], tiny.config)
+    with torch.no_grad():
+        probs = tiny(ids, ablate=ablation, output_router_probs=True).router_probs
+    dense = {
+        layer: dense_expert_weights(*probs[shape.group_layers(shape.group_of_layer(layer))[0]])
+        for layer in range(shape.num_layers)
+    }
+    removed = sum(float(dense[layer][..., i * 16 + j].sum()) for layer, i, j in ablation.triples())
+    total = sum(float(d.sum()) for d in dense.values())
+    assert removed_mass_share(probs, ablation, shape) == pytest.approx(removed / total, rel=1e-5)
+    everything = [(layer, i, j) for layer in range(4) for i in range(16) for j in range(16)]
+    switch_all = Ablation.build(everything, tiny.config)
+    with torch.no_grad():
+        probs = tiny(ids, ablate=switch_all, output_router_probs=True).router_probs
+    assert removed_mass_share(probs, switch_all, shape) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_settings_limits_have_clear_messages():
+    limits = Limits(max_new_tokens=50)
+    with pytest.raises(RequestRejected, match="1..50"):
+        GenerationSettings(max_new_tokens=51).checked(limits, 10, 256)
+    with pytest.raises(RequestRejected, match="context of 256"):
+        GenerationSettings(max_new_tokens=50).checked(limits, 240, 256)
+    with pytest.raises(RequestRejected, match="top-p"):
+        GenerationSettings(top_p=0).checked(limits, 10, 256)
+
+
+# -- inspector ------------------------------------------------------------------------------------------
+def test_inspector_lists_exactly_the_dense_weights_above_threshold(tiny):
+    ids = [3, 14, 15, 92, 65, 35]
+    inspection = inspect_prompt(tiny, ids, [str(t) for t in ids], min_weight=0.01)
+    with torch.no_grad():
+        probs = tiny(torch.tensor([ids]), output_router_probs=True).router_probs
+    for group in range(2):
+        g1, g2 = probs[group * 2]
+        dense = dense_expert_weights(g1, g2)[0]  # [T, E*E]
+        per_head = torch.einsum("thi,thj->thij", g1[0], g2[0]).flatten(-2)  # [T, H, E*E]
+        for t in range(len(ids)):
+            listed = inspection.experts_at(t, group)
+            expected = (dense[t] >= 0.01).nonzero().squeeze(1).tolist()
+            assert sorted(e.expert for e in listed) == expected
+            assert [e.weight for e in listed] == sorted((e.weight for e in listed), reverse=True)
+            for e in listed:
+                assert e.weight == pytest.approx(float(dense[t, e.expert]), abs=1e-6)
+                assert e.head_weights == pytest.approx(per_head[t, :, e.expert].tolist(), abs=1e-6)
+                assert sum(e.head_weights) == pytest.approx(e.weight, abs=1e-6)
+    counts = inspection.active_counts()
+    assert counts.shape == (6, 2) and counts.sum() == len(inspection.weight)
+    as_json = inspection.to_json(per_group=3)
+    assert set(as_json["tokens"][0]["groups"]) == {"G1", "G2"}
+    assert len(as_json["tokens"][0]["groups"]["G1"]) <= 3
+
+
+def test_experts_firing_most_sums_weights_over_the_text(tiny):
+    ids = [3, 14, 15, 92, 65, 35, 3, 14]
+    inspection = inspect_prompt(tiny, ids, [""] * len(ids))
+    top = experts_firing_most(inspection, n=5)
+    assert len(top) == 5 and top[0].total_weight >= top[-1].total_weight
+    first = top[0].ref
+    mask = (inspection.group == first.group) & (inspection.expert == first.flat)
+    assert top[0].total_weight == pytest.approx(float(inspection.weight[mask].sum()))
+    assert all(f.ref.group == 1 for f in experts_firing_most(inspection, n=5, group=1))
+
+
+# -- expert outputs -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["monet-vd-tiny", "monet-hd-tiny"])
+def test_expert_outputs_sum_to_the_moe_layer(name):
+    from tests.conftest import Conformance
+
+    model = Conformance(name).load_model()
+    ids = torch.tensor([[3, 14, 15, 92, 65]])
+    captured, hidden = post_attention_inputs(model, ids, range(4))
+    with torch.no_grad():
+        torch.testing.assert_close(model.model.norm(hidden), model.model(ids).last_hidden_state, atol=1e-5, rtol=1e-5)
+        layer = model.model.layers[1]
+        x = captured[1]
+        g1, g2 = model.model.layers[0].router(captured[0])
+        weights = dense_expert_weights(g1, g2)  # [1, T, E*E]
+        E = model.config.moe_experts
+        total = sum(
+            weights[..., i * E + j, None] * expert_output(layer.moe, x, i, j) for i in range(E) for j in range(E)
+        )
+        torch.testing.assert_close(total, layer.moe(x, g1, g2), atol=1e-5, rtol=1e-4)
+
+
+def test_token_effects_rank_the_logit_lens_of_the_mean_output(tiny):
+    windows = [([3, 14, 15, 92, 65], 2), ([7, 8, 9], 1)]
+    effects = token_effects(tiny, 0, 1, 2, windows, n=5)
+    assert effects.contexts == 2 and len(effects.promoted) == 5 and len(effects.suppressed) == 5
+    assert effects.promoted[0][1] >= effects.promoted[-1][1] > effects.suppressed[-1][1] >= effects.suppressed[0][1]
+    assert token_effects(tiny, 0, 1, 2, []).promoted == []

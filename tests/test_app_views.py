@@ -1,0 +1,149 @@
+"""Pure pieces of the app: HTML views (escaping, shading, links), charts, the ablation-set text, verdicts."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from explorer import ablation_set, charts, views
+from explorer.pages import spec_from_event
+from explorer.routing import ModelShape
+from explorer.service import domain_verdict
+from explorer.tokens import RequestRejected
+
+SHAPE = ModelShape(num_layers=4, experts_per_side=16, layers_per_group=2)
+EVIL = '<script>alert("x")</script>&"\''
+
+
+def test_tokens_are_escaped_shaded_and_titled():
+    out = views.tokens_html(["a", EVIL, "\n"], [0.5, 1.0, 0.0], focus=1)
+    assert "<script>" not in out and "&lt;script&gt;" in out
+    assert re.findall(r"--w:([0-9.]+)", out) == ["0.500", "1.000", "0.000"]
+    assert 'title="weight 0.5000"' in out and "tok-focus" in out and views.NEWLINE in out
+
+
+def test_clickable_tokens_carry_their_position():
+    out = views.tokens_html(["x", "y"], [1, 2], clickable=True, selected=1)
+    assert 'data-token="0"' in out and 'data-token="1"' in out and out.count("tok-selected") == 1
+
+
+def test_delta_tokens_use_red_for_less_likely():
+    out = views.delta_tokens_html(["a", "b"], [-1.0, 0.5], scale=2.0)
+    assert "tok-down" in out and "tok-up" in out and "--w:0.500" in out and "Δ log p = -1.000" in out
+
+
+def test_tables_link_every_row_to_its_expert():
+    rows = [{"name": "G1/5", "label": EVIL, "density": 0.25}]
+    out = views.table_html(rows, [("name", "expert", str), ("label", "label", str), ("density", "d", views.percent)])
+    assert 'data-expert="G1/5"' in out and 'href="?expert=G1/5"' in out and "25.0%" in out
+    assert "<script>" not in out
+    assert "Nothing" in views.table_html([], [], "Nothing found.")
+
+
+def test_density_map_is_a_png_with_marginals():
+    density = np.zeros((16, 16))
+    density[3, 4] = 0.5
+    density[0, 0] = 0.01
+    out = views.density_map_html(density, group=1)
+    assert 'data-e="16"' in out and 'data-group="1"' in out and "data:image/png;base64," in out
+    assert out.count("<rect") == 32 and "never active (254 of 256)" in out
+
+
+def test_colours_put_never_active_experts_apart():
+    rgb = views._colours(np.array([[0.0, 0.01], [0.1, 1.0]]))
+    assert tuple(rgb[0, 0]) == (238, 240, 243)
+    assert tuple(rgb[1, 1]) == (128, 0, 38) and tuple(rgb[0, 1]) == (255, 255, 204)
+
+
+def test_experts_without_contexts_say_so():
+    assert "No stored contexts" in views.context_rows_html([])
+
+
+def test_panels_and_summary_escape_model_text():
+    out = views.continuation_html("Plain", EVIL, EVIL, finished=False, kind="baseline")
+    assert "<script>" not in out and "cursor" in out
+    summary = views.effect_summary_html(10.0, 25.0, 0.0123, 40, "text")
+    assert "×2.50" in summary and "1.2%" in summary
+
+
+def test_charts_are_valid_vega_lite():
+    densities = {"G1": np.array([0.0, 0.01, 0.2, 0.2]), "G2": np.array([0.5])}
+    for chart in (
+        charts.density_histogram(densities),
+        charts.density_histogram({"G1": np.zeros(4)}),
+        charts.weight_histogram(pd.DataFrame({"low": [0.01, 0.1], "high": [0.1, 1.0], "count": [3, 0]})),
+        charts.domain_bars(pd.DataFrame({"domain": ["a", "b"], "mean_weight": [0.2, 0.05], "n_tokens": [5, 6]}), "a"),
+    ):
+        spec = chart.to_dict()
+        assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite")
+
+
+def test_ablation_items_split_outside_parentheses():
+    assert ablation_set.split_items("G1/5, G2 (3, 4);L3/7\n domain:code ,") == [
+        "G1/5",
+        "G2 (3, 4)",
+        "L3/7",
+        "domain:code",
+    ]
+    assert ablation_set.add_items("G1/5", ["G1/5", "G2/1"]) == "G1/5, G2/1"
+
+
+def test_ablation_rows_columns_and_layers_expand():
+    resolved = ablation_set.resolve("G1 (3, *), L3 (*, 4), G2/17", SHAPE)
+    triples = set(resolved.ablation.triples())
+    assert {(0, 3, j) for j in range(16)} <= triples and {(1, 3, j) for j in range(16)} <= triples
+    assert {(3, i, 4) for i in range(16)} <= triples and (2, 1, 1) in triples and (3, 1, 1) in triples
+    assert resolved.experts == 16 + 16 + 1
+    assert "33 experts" in resolved.summary()
+    assert ablation_set.resolve("", SHAPE).ablation is None
+
+
+def test_ablation_domains_come_from_the_lookup():
+    from explorer.routing import ExpertRef
+
+    resolved = ablation_set.resolve("domain:code", SHAPE, lambda name: [ExpertRef(1, 2, 3, 16)])
+    assert resolved.ablation.triples() == [(2, 2, 3), (3, 2, 3)]
+    with pytest.raises(RequestRejected, match="no expert is skewed"):
+        ablation_set.resolve("domain:code", SHAPE, lambda name: [])
+    with pytest.raises(RequestRejected, match="need an expert index"):
+        ablation_set.resolve("domain:code", SHAPE, None)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("G9/1", "outside the model"),
+        ("G1/999", "outside the model"),
+        ("G1 (*, *)", "not the whole map"),
+        ("G1 (99, *)", "outside the model"),
+        ("L7 (1, *)", "layer 7"),
+        ("Robert'); DROP TABLE experts;--", "not an expert"),
+        ("G0/1", "outside the model"),
+    ],
+)
+def test_bad_ablation_items_are_named(text, message):
+    with pytest.raises(RequestRejected, match=re.escape(message)):
+        ablation_set.resolve(text, SHAPE)
+
+
+def test_ablation_size_is_bounded(monkeypatch):
+    monkeypatch.setattr(ablation_set, "MAX_SWITCHED_OFF_PER_LAYER", 20)
+    with pytest.raises(RequestRejected, match="limit is 20"):
+        ablation_set.resolve("G1 (1, *), G1 (2, *)", SHAPE)
+
+
+def test_domain_verdict_follows_the_two_x_rule():
+    frame = pd.DataFrame({"domain": ["code", "prose", "german"], "mean_weight": [0.3, 0.1, 0.0]})
+    verdict = domain_verdict(frame)
+    assert verdict.specialised_in == "code" and verdict.ratio == pytest.approx(3.0)
+    close = domain_verdict(frame.assign(mean_weight=[0.3, 0.2, 0.0]))
+    assert close.specialised_in is None and "1.5×" in close.text
+    only = domain_verdict(frame.assign(mean_weight=[0.3, 0.0, 0.0]))
+    assert only.specialised_in == "code" and "∞" in only.text
+    assert domain_verdict(frame.head(1)).specialised_in is None
+
+
+def test_clicks_name_experts():
+    assert spec_from_event({"kind": "cell", "group": 1, "i": 3, "j": 4}) == "G2 (3, 4)"
+    assert spec_from_event({"kind": "expert", "value": "G1/5"}) == "G1/5"
