@@ -1,6 +1,6 @@
 """Train the embedded default Monet-VD from scratch on the labelled corpus (assets/corpus).
 
-    python -m precompute.train --out assets/monet-vd-tiny-embedded --minutes 30
+    python -m precompute.train --out assets/monet-embedded --minutes 30
 
 Data: each train document is framed `<s> text </s>`; a domain's documents (order reshuffled
 every epoch) are packed into one stream cut into windows of --seq-len tokens, so every window
