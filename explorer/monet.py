@@ -140,7 +140,7 @@ class MonetRouter(nn.Module):
 
 def _switched_off_weights(g1, g2, rows, cols):
     """Weight w_ij = sum_h g1[h, i] * g2[h, j] of each switched-off expert (rows[a], cols[a]): [B, T, A]."""
-    return (g1[..., rows] * g2[..., cols]).sum(-2)
+    return (g1.index_select(-1, rows) * g2.index_select(-1, cols)).sum(-2)
 
 
 class MonetMoVDE(nn.Module):
@@ -174,8 +174,8 @@ class MonetMoVDE(nn.Module):
             w = _switched_off_weights(g1, g2, rows, cols)
             row_mass = row_mass.index_add(-1, rows, w, alpha=-1)
             col_mass = col_mass.index_add(-1, cols, w, alpha=-1)
-            a2_mixed = a2_mixed.index_add(-2, rows, w[..., None] * a2[..., cols, :], alpha=-1)
-            a1_mixed = a1_mixed.index_add(-2, cols, w[..., None] * a1[..., rows, :], alpha=-1)
+            a2_mixed = a2_mixed.index_add(-2, rows, w[..., None] * a2.index_select(-2, cols), alpha=-1)
+            a1_mixed = a1_mixed.index_add(-2, cols, w[..., None] * a1.index_select(-2, rows), alpha=-1)
         first = self.v11((a1 * row_mass[..., None]).flatten(-2)) + self.v12(a2_mixed.flatten(-2)) + row_mass @ self.b1
         second = self.v21(a1_mixed.flatten(-2)) + self.v22((a2 * col_mass[..., None]).flatten(-2)) + col_mass @ self.b2
         return torch.cat((first, second), dim=-1)
@@ -202,7 +202,7 @@ class MonetMoHDE(nn.Module):
             rows, cols = switched_off
             w = _switched_off_weights(g1, g2, rows, cols)
             col_mass = col_mass.index_add(-1, cols, w, alpha=-1)
-            a_mixed = a_mixed.index_add(-2, cols, w[..., None] * a[..., rows, :], alpha=-1)
+            a_mixed = a_mixed.index_add(-2, cols, w[..., None] * a.index_select(-2, rows), alpha=-1)
         return self.v(a_mixed.flatten(-2)) + col_mass @ self.b
 
 
