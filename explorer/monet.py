@@ -26,7 +26,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRMSNorm, LlamaRotaryEmbedding
 
-from explorer.routing import Ablation
+from explorer.routing import Ablation, ModelShape
 
 DECOMPOSITIONS = ("vertical", "horizontal")
 
@@ -97,8 +97,8 @@ class MonetConfig(PreTrainedConfig):
 
     @property
     def num_routing_groups(self) -> int:
-        """Routing groups: layers g*G .. g*G+G-1 share the router of layer g*G."""
-        return -(-self.num_hidden_layers // self.moe_groups)
+        """Routing groups: layers g*G .. g*G+G-1 share the router of layer g*G (see ModelShape)."""
+        return ModelShape.of(self).num_groups
 
 
 @dataclass

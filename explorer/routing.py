@@ -219,9 +219,9 @@ def sparse_expert_weights(
 
     Each head selects a few entries per side, so each (token, head) proposes k1 * k2 candidate pairs.
     A pair selected by several heads is kept once, by its first head (a bitmask of the heads selecting
-    each entry tells which), and only those rare pairs pay for the full sum over heads. Weights below `min_weight` (or
-    zero) are dropped. Tokens are processed in chunks of about `max_chunk_pairs` candidates, so memory
-    stays bounded for any batch.
+    each entry tells which), and only those rare pairs pay for the full sum over heads. Weights below
+    `min_weight` (or zero) are dropped. Tokens are processed in chunks of about `max_chunk_pairs`
+    candidates, so memory stays bounded for any batch.
     """
     if g1.shape != g2.shape or g1.dim() != 4:
         raise ValueError(f"g1 and g2 must both be [B, T, H, E]; got {tuple(g1.shape)} and {tuple(g2.shape)}.")
