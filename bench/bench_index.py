@@ -27,7 +27,14 @@ sys.path.insert(0, str(REPO))
 from bench.synthetic_index import build_synthetic_index  # noqa: E402
 from explorer.paths import EMBEDDED_CORPUS, EMBEDDED_MODEL_DIR  # noqa: E402
 from explorer.routing import sparse_expert_weights  # noqa: E402
-from precompute.index import BatchCandidates, Cursor, IndexJob, IndexOptions, window_hashes  # noqa: E402
+from precompute.index import (  # noqa: E402
+    BatchCandidates,
+    Cursor,
+    IndexJob,
+    IndexOptions,
+    retain_freed_memory,
+    window_hashes,
+)
 from precompute.topk import ExpertState, make_address  # noqa: E402
 
 CONFORMANCE_VD = REPO.parent / "shared" / "conformance" / "monet-vd-tiny" / "checkpoint"
@@ -170,9 +177,10 @@ def prefill(state: ExpertState, weights: torch.Tensor, activations_per_expert: i
         bank.refresh_bar()
 
 
-def bench_topk_update(batch_tokens: int, warm_tokens: int) -> None:
-    """Cold: one batch per group into an empty state (every activation enters). Warm: the next batch once
-    the banks hold what `warm_tokens` tokens of the same routing would have left there."""
+def bench_topk_update(batch_tokens: int, warm_tokens: int, warm_batches: int) -> None:
+    """Cold: one batch per group into an empty state (every activation enters). Warm: the next
+    `warm_batches` batches once the banks hold what `warm_tokens` tokens of the same routing would have
+    left there."""
     E, H, G, K = PUBLISHED["experts"], PUBLISHED["heads"], PUBLISHED["groups"], PUBLISHED["top_k"]
     C = PUBLISHED["context"]
     edges = torch.logspace(-2, torch.log10(torch.tensor(float(H))).item(), 17, dtype=torch.float64)
@@ -207,14 +215,15 @@ def bench_topk_update(batch_tokens: int, warm_tokens: int) -> None:
     extract_s, cold_s, active = run_batch(doc=0)
     per_expert = round(warm_tokens * active / G / (E * E) / batch_tokens)
     prefill(state, state.top.weight[state.top.address != -1], per_expert, gen)
-    _, warm_s, _ = run_batch(doc=1)
+    warm_s = sum(run_batch(doc=1 + n)[1] for n in range(warm_batches)) / warm_batches
     per_min = batch_tokens * 60
     print(f"    synthetic routing: {active / batch_tokens / G:.1f} active experts per token and group (weight >= 0.01)")
     print(f"    sparse extraction (explorer.routing), 6 groups: {per_min / extract_s:,.0f} tokens/min")
     print(f"    top-k + sample + stats update, cold: {per_min / cold_s:,.0f} tokens/min (empty banks: all enter)")
     print(
         f"    top-k + sample + stats update, warm: {per_min / warm_s:,.0f} tokens/min"
-        f" (banks as after {warm_tokens / 1e6:.0f}M tokens: {per_expert} activations per expert)"
+        f" (banks as after {warm_tokens / 1e6:.0f}M tokens: {per_expert} activations per expert;"
+        f" mean of {warm_batches} batches of {batch_tokens} tokens)"
     )
 
 
@@ -239,10 +248,12 @@ def main() -> None:
     parser.add_argument("--a-batch-size", type=int, default=8)
     parser.add_argument("--b-batch-tokens", type=int, default=4096)
     parser.add_argument("--b-warm-tokens", type=int, default=WARM_TOKENS)
+    parser.add_argument("--b-warm-batches", type=int, default=4)
     parser.add_argument("--c-groups", type=int, default=6)
     parser.add_argument("--c-experts-per-side", type=int, default=512)
     args = parser.parse_args()
     skip = set(args.skip.split(","))
+    retain_freed_memory()  # as the index job does
     if "a" not in skip:
         if args.model:
             bench_index_vs_forward(args.model, args.a_batches, args.a_seq_len, args.a_batch_size)
@@ -253,7 +264,7 @@ def main() -> None:
                 folder = scaled_model_folder(Path(tmp))
                 bench_index_vs_forward(str(folder), args.a_batches, args.a_seq_len, args.a_batch_size)
     if "b" not in skip:
-        bench_topk_update(args.b_batch_tokens, args.b_warm_tokens)
+        bench_topk_update(args.b_batch_tokens, args.b_warm_tokens, args.b_warm_batches)
     if "c" not in skip:
         bench_write(args.c_groups, args.c_experts_per_side)
 

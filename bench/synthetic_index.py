@@ -50,10 +50,9 @@ def synthetic_state(
         bank.window[:] = torch.randint(0, 256, bank.window.shape, generator=gen, dtype=torch.uint8)
         bank.window_max[:] = bank.weight
     state.tokens_processed = corpus_docs * doc_tokens
-    state.active_count[:] = torch.randint(1, 100_000, (n_slots,), generator=gen)
+    state.histogram[:] = torch.randint(0, 5_000, state.histogram.shape, generator=gen, dtype=torch.int32)
     state.weight_sum[:] = state.active_count * 0.05
     state.weight_max[:] = state.top.weight[:, 0]
-    state.histogram[:] = torch.randint(0, 5_000, state.histogram.shape, generator=gen, dtype=torch.int32)
     for domain in DOMAINS:
         column = state.domain_index(domain)
         state.domain_tokens[column] = state.tokens_processed // len(DOMAINS)

@@ -13,6 +13,7 @@ At the end the corpus is read once more for the documents that hold examples (th
 not kept during the run) and the index is written (precompute.index_store).
 """
 
+import ctypes
 import dataclasses
 import hashlib
 import json
@@ -320,6 +321,7 @@ class IndexJob:
 
     # -- the whole run ------------------------------------------------------------------------------------
     def run(self) -> Path:
+        retain_freed_memory()
         state, cursor = self._resume()
         resumed_at = state.tokens_processed
         since_checkpoint = 0
@@ -445,8 +447,9 @@ class BatchCandidates:
             g2 = rows[1].index_select(0, (token * E + j).flatten()).view(*token.shape, H)
         else:  # a few windows: gather single weights, never copying g1 / g2
             heads = torch.arange(H, device=token.device) * E
-            g1 = self.g1.reshape(-1)[(token * H * E + i)[..., None] + heads]  # [n, W, H]
-            g2 = self.g2.reshape(-1)[(token * H * E + j)[..., None] + heads]
+            g1 = self.g1.reshape(-1).index_select(0, ((token * H * E + i)[..., None] + heads).flatten())
+            g2 = self.g2.reshape(-1).index_select(0, ((token * H * E + j)[..., None] + heads).flatten())
+            g1, g2 = g1.view(*token.shape, H), g2.view(*token.shape, H)  # [n, W, H]
         weights = (g1 * g2).sum(-1) * inside
         return quantise_window(weights)
 
@@ -456,6 +459,21 @@ def window_hashes(context_ids: torch.Tensor, context: int) -> torch.Tensor:
     B, width = context_ids.shape
     windows = context_ids.unfold(1, 2 * context + 1, 1)  # [B, T, W]
     return window_hash(windows.reshape(-1, 2 * context + 1)).view(B, width - 2 * context)
+
+
+def retain_freed_memory() -> None:
+    """Let glibc's malloc keep freed memory for reuse instead of handing it back to the OS.
+
+    Every batch allocates and frees the same few-MB temporaries per group. By default glibc unmaps
+    them on free and the next batch faults the pages back in, which cost a fifth to a third of a
+    warm top-k update on a 2-core CPU (bench/bench_index.py b). A no-op where libc is not glibc."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 32 << 20)  # blocks up to 32 MB come from the heap, not fresh mappings
+    mallopt(m_trim_threshold, (1 << 31) - 1)  # and the heap is not trimmed after each batch
 
 
 def run_index(options: IndexOptions) -> Path:

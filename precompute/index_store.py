@@ -326,9 +326,8 @@ def read_index_state(path: str | Path, device="cpu") -> tuple[ExpertState, Index
         for domain, n_tokens in conn.execute("SELECT domain, n_tokens FROM domains ORDER BY domain").fetchall():
             column = state.domain_index(domain)
             state.domain_tokens[column] = n_tokens
-        experts = conn.execute("SELECT grp, expert, active_count, weight_sum, weight_max, histogram FROM experts").df()
+        experts = conn.execute("SELECT grp, expert, weight_sum, weight_max, histogram FROM experts").df()
         slot = torch.from_numpy(experts["grp"].to_numpy(np.int64) * experts_per_group + experts["expert"].to_numpy())
-        state.active_count[slot] = torch.tensor(experts["active_count"].to_numpy(np.int64))
         state.weight_sum[slot] = torch.tensor(experts["weight_sum"].to_numpy(np.float64))
         state.weight_max[slot] = torch.tensor(experts["weight_max"].to_numpy(np.float32))
         if len(experts):

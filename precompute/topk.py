@@ -4,8 +4,9 @@ The whole state is a handful of tensors on the model's device, indexed by `slot`
 expert, so memory is bounded by experts x (K + samples) whatever the corpus size. Each batch
 arrives as flat sparse activations (slot, weight, address); there is no Python loop per activation:
 
-- statistics: index_add_ / scatter_reduce_ into count, sum, max, histogram [slots, bins] and
-  per-domain sums [slots, domains];
+- statistics: index_add_ / scatter_reduce_ into sum, max, histogram [slots, bins] and per-domain
+  sums [slots, domains]; the activation count is the histogram's row sum (every activation falls in
+  exactly one bin), so it costs no pass of its own;
 - top-K contexts (`ExampleBank` ranked by weight): a candidate can only enter where its weight
   reaches the slot's current K-th weight (the "bar", one small tensor), so after warm-up almost
   every activation is dropped by one gather + compare. Survivors are reduced among themselves by a
@@ -56,10 +57,10 @@ def window_hash(window_tokens: torch.Tensor) -> torch.Tensor:
 def sample_priority(address: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
     """Pseudo-random 62-bit priority of an activation, a pure function of (doc, position, slot)."""
     doc, position = split_address(address)
-    columns = torch.stack([doc, position, slot.long()], dim=1)
     halves = []
-    for multiplier in _MULTIPLIERS[2:]:
-        h = _polynomial_hash(columns, multiplier)
+    for m in _MULTIPLIERS[2:]:
+        # the polynomial hash of the row (doc, position, slot), written out: all three lie in [0, 2**31 - 1)
+        h = ((doc * m + position) % _PRIME * m + slot) % _PRIME
         halves.append((h * h + 12_345) % _PRIME)  # squaring breaks the linearity of the polynomial hash
     return (halves[0] << 31) | halves[1]
 
@@ -116,19 +117,17 @@ class ExampleBank:
             "window_max": self.window_max,
         }
 
-    def refresh_bar(self, slots: torch.Tensor | slice = slice(None)) -> None:
+    def refresh_bar(self) -> None:
         """The bar a candidate must reach to enter a slot: its last entry's weight (or key); open while not full.
 
         Kept in a small contiguous tensor, so the per-activation test reads 4 or 8 bytes per slot."""
-        full = self.address[slots, -1] != EMPTY_ADDRESS
+        self.bar = self._bar_of(self.weight[:, -1], self.address[:, -1], self.key[:, -1])
+
+    def _bar_of(self, last_weight, last_address, last_key) -> torch.Tensor:
+        full = last_address != EMPTY_ADDRESS
         if self.by_weight:
-            bar = torch.where(full, self.weight[slots, -1], float("-inf"))
-        else:
-            bar = torch.where(full, self.key[slots, -1], NO_PRIORITY)
-        if isinstance(slots, slice):
-            self.bar = bar
-        else:
-            self.bar[slots] = bar
+            return torch.where(full, last_weight, float("-inf"))
+        return torch.where(full, last_key, NO_PRIORITY)
 
     def could_enter(self, slot: torch.Tensor, weight: torch.Tensor, key: torch.Tensor | None = None) -> torch.Tensor:
         """Mask of candidates that may enter (a superset: ties pass); everything else never can."""
@@ -159,7 +158,7 @@ class ExampleBank:
         order, rank = self._best_per_slot(slot, weight.float(), address, key)
         touched, row = torch.unique_consecutive(slot[order], return_inverse=True)
         u, m = len(touched), int(rank.max()) + 1
-        old = {name: tensor[touched] for name, tensor in self.tensors().items()}  # [u, C, ...]
+        old = {name: tensor.index_select(0, touched) for name, tensor in self.tensors().items()}  # [u, C, ...]
         new = {name: self._empty[name].expand(u, m, *self._empty[name].shape).clone() for name in old}
         new["weight"][row, rank] = weight[order].float()
         new["address"][row, rank] = address[order]
@@ -194,8 +193,8 @@ class ExampleBank:
             )
         for name, tensor in result.items():
             tensor[~picked_valid] = self._empty[name]
-            getattr(self, name)[touched] = tensor
-        self.refresh_bar(touched)
+            getattr(self, name).index_copy_(0, touched, tensor)
+        self.bar.index_copy_(0, touched, self._bar_of(*(result[name][:, -1] for name in ("weight", "address", "key"))))
 
 
 class CandidateContext(Protocol):
@@ -218,7 +217,6 @@ class ExpertState:
         n_bins = histogram_edges.numel() - 1
         self.top = ExampleBank(n_slots, top_k, window, by_weight=True, device=device)
         self.sample = ExampleBank(n_slots, samples, window, by_weight=False, device=device)
-        self.active_count = torch.zeros(n_slots, dtype=torch.long, device=device)
         self.weight_sum = torch.zeros(n_slots, dtype=torch.float64, device=device)
         self.weight_max = torch.zeros(n_slots, device=device)
         self.histogram = torch.zeros((n_slots, n_bins), dtype=torch.int32, device=device)
@@ -226,6 +224,11 @@ class ExpertState:
         self.domain_tokens = torch.zeros(0, dtype=torch.long)
         self.domain_weight_sum = torch.zeros((n_slots, 0), dtype=torch.float64, device=device)
         self.tokens_processed = 0
+
+    @property
+    def active_count(self) -> torch.Tensor:
+        """[slots] int64: activations >= min_weight seen (every one lies in exactly one histogram bin)."""
+        return self.histogram.sum(1, dtype=torch.long)
 
     # -- domains ------------------------------------------------------------------------------
     def domain_index(self, name: str | None) -> int:
@@ -270,7 +273,6 @@ class ExpertState:
             )
 
     def add_stats(self, slot, weight, domain) -> None:
-        self.active_count.index_add_(0, slot, torch.ones_like(slot))
         self.weight_sum.index_add_(0, slot, weight.double())
         self.weight_max.scatter_reduce_(0, slot, weight.float(), reduce="amax")
         n_bins = self.histogram.shape[1]
@@ -288,7 +290,6 @@ class ExpertState:
         if other.histogram_edges.shape != self.histogram_edges.shape or other.n_slots != self.n_slots:
             raise ValueError("cannot merge states of different shapes")
         self.tokens_processed += other.tokens_processed
-        self.active_count += other.active_count.to(self.device)
         self.weight_sum += other.weight_sum.to(self.device)
         self.weight_max = torch.maximum(self.weight_max, other.weight_max.to(self.device))
         self.histogram += other.histogram.to(self.device)
@@ -315,7 +316,6 @@ class ExpertState:
             "histogram_edges": self.histogram_edges,
             "top": {k: v.cpu() for k, v in self.top.tensors().items()},
             "sample": {k: v.cpu() for k, v in self.sample.tensors().items()},
-            "active_count": self.active_count.cpu(),
             "weight_sum": self.weight_sum.cpu(),
             "weight_max": self.weight_max.cpu(),
             "histogram": self.histogram.cpu(),
@@ -340,7 +340,7 @@ class ExpertState:
             for name, value in tensors.items():
                 setattr(bank, name, value.to(device))
             bank.refresh_bar()
-        for name in ("active_count", "weight_sum", "weight_max", "histogram", "domain_weight_sum"):
+        for name in ("weight_sum", "weight_max", "histogram", "domain_weight_sum"):
             setattr(state, name, saved[name].to(device))
         state.domains, state.domain_tokens = list(saved["domains"]), saved["domain_tokens"]
         state.tokens_processed = saved["tokens_processed"]
@@ -350,7 +350,6 @@ class ExpertState:
         tensors = [
             *self.top.tensors().values(),
             *self.sample.tensors().values(),
-            self.active_count,
             self.weight_sum,
             self.weight_max,
             self.histogram,
