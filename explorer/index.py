@@ -10,6 +10,9 @@ their column's type (an uncast parameter makes DuckDB cast the column instead an
 """
 
 import json
+import re
+import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +24,11 @@ import pandas as pd
 from explorer import index_schema as schema
 from explorer.routing import ExpertRef
 
+EXAMPLE_CACHE_EXPERTS = 64
+JOIN_FILTER_VALUES = 5_000
+GAP = schema.DOC_TEXT_GAP
+TEXT_SEARCH_FIRST_BATCH = 64  # documents in a text search's first batch; each next batch doubles
+TEXT_SEARCH_DOCUMENTS = 1_000  # at most this many documents per text search, those with the heaviest contexts first
 BUILD_HINT = "build it with `python -m precompute index --out {path}` (see README, 'Expert index')"
 
 
@@ -94,6 +102,9 @@ class ExpertIndex:
             raise IndexUnavailable(f"No expert index at {self.path}: {hint}.")
         try:
             self._conn = duckdb.connect(str(self.path), read_only=True)
+            # a join on a list of documents pushes them down to the scan as an IN filter up to this many
+            # (default 50): a text search's batches stay row-group lookups instead of full scans
+            self._conn.execute(f"SET GLOBAL dynamic_or_filter_threshold = {JOIN_FILTER_VALUES}")
             rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
             self._vocab = [
                 text for (text,) in self._conn.execute("SELECT text FROM vocab ORDER BY token_id").fetchall()
@@ -112,6 +123,8 @@ class ExpertIndex:
             )
         self.experts_per_side = self._meta["moe_experts"]
         self.tokens_processed = max(1, self._meta["tokens_processed"])
+        self._example_cache: OrderedDict = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def close(self) -> None:
         self._conn.close()
@@ -172,35 +185,61 @@ class ExpertIndex:
             row.label,
         )
 
-    def _examples(self, group: int, expert: int, kind: str) -> list[Example]:
+    def _window_tokens(self, doc: list[int], position: list[int]) -> dict[tuple[int, int], int]:
+        """Token id at every stored (doc, position) within `context` of the given places, in one query.
+
+        A join on the places lets DuckDB push their documents down to the scan of `tokens` (ordered by
+        doc), so only the row groups holding them are read."""
+        if not doc:
+            return {}
         context = self._meta["context"]
+        stored = self._df(
+            """
+            SELECT t.doc, t.position, t.token_id
+            FROM (SELECT unnest($doc)::UINTEGER AS doc, unnest($low) AS low, unnest($high) AS high) w
+            JOIN tokens t ON t.doc = w.doc AND t.position BETWEEN w.low AND w.high
+            """,
+            {"doc": doc, "low": [max(0, p - context) for p in position], "high": [p + context for p in position]},
+        )
+        return dict(zip(zip(stored["doc"], stored["position"], strict=True), stored["token_id"], strict=True))
+
+    def _window(self, token_at: dict, doc: int, position: int) -> tuple[list[int], list[int]]:
+        """(offsets into the window, token ids) of the window's stored tokens: the window clipped to its document."""
+        context = self._meta["context"]
+        window = range(position - context, position + context + 1)
+        present = [(offset, token_at[doc, p]) for offset, p in enumerate(window) if (doc, p) in token_at]
+        return [offset for offset, _ in present], [int(t) for _, t in present]
+
+    def expert_examples(self, group: int, expert: int) -> tuple[tuple[Example, ...], tuple[Example, ...]]:
+        """(top contexts best first, uniform sample heaviest first) of one expert, read together in two queries.
+
+        The last few experts' examples are cached: an expert page asks for its top contexts, quantile
+        samples and top tokens, which all come from these rows."""
+        key = (group, expert)
+        with self._cache_lock:
+            if key in self._example_cache:
+                self._example_cache.move_to_end(key)
+                return self._example_cache[key]
         frame = self._df(
             """
-            SELECT e.rank, e.doc, e.position, e.weight, e.window_max, e.window_weights, d.domain, d.source_id
+            SELECT e.kind, e.rank, e.doc, e.position, e.weight, e.window_max, e.window_weights, d.domain, d.source_id
             FROM examples e LEFT JOIN documents d ON d.doc = e.doc
-            WHERE e.grp = $group::UTINYINT AND e.expert = $expert::UINTEGER AND e.kind = $kind
-            ORDER BY e.rank
+            WHERE e.grp = $group::UTINYINT AND e.expert = $expert::UINTEGER
+            ORDER BY e.kind, e.rank
             """,
-            {"group": group, "expert": expert, "kind": kind},
+            {"group": group, "expert": expert},
         )
-        # The tokens of those documents in one query (list_contains prunes by the table's doc order);
-        # per window, the positions present are the window clipped to its document.
-        stored = self._df(
-            "SELECT doc, position, token_id FROM tokens WHERE list_contains($docs, doc)",
-            {"docs": sorted(set(frame["doc"].tolist()))},
-        )
-        token_at = dict(zip(zip(stored["doc"], stored["position"], strict=True), stored["token_id"], strict=True))
-        examples = []
+        token_at = self._window_tokens(frame["doc"].tolist(), frame["position"].tolist())
+        context = self._meta["context"]
+        examples = {"top": [], "sample": []}
         for row in frame.itertuples():
-            window = range(row.position - context, row.position + context + 1)
-            present = [(offset, token_at[row.doc, p]) for offset, p in enumerate(window) if (row.doc, p) in token_at]
+            offsets, token_ids = self._window(token_at, row.doc, row.position)
             scale = row.window_max / 255
-            token_ids = [int(t) for _, t in present]
-            examples.append(
+            examples[row.kind].append(
                 Example(
                     group,
                     expert,
-                    kind,
+                    row.kind,
                     int(row.rank),
                     int(row.doc),
                     int(row.position),
@@ -209,16 +248,21 @@ class ExpertIndex:
                     None if pd.isna(row.source_id) else row.source_id,
                     token_ids,
                     [self._vocab[t] for t in token_ids],
-                    [float(row.window_weights[offset]) * scale for offset, _ in present],
-                    [offset for offset, _ in present].index(context),
+                    [float(row.window_weights[offset]) * scale for offset in offsets],
+                    offsets.index(context),
                     None,
                 )
             )
-        return examples
+        result = (tuple(examples["top"]), tuple(examples["sample"]))
+        with self._cache_lock:
+            self._example_cache[key] = result
+            while len(self._example_cache) > EXAMPLE_CACHE_EXPERTS:
+                self._example_cache.popitem(last=False)
+        return result
 
     def top_examples(self, group: int, expert: int, k: int | None = None) -> list[Example]:
         """The expert's top contexts by weight (deduplicated by window text), best first."""
-        return self._examples(group, expert, "top")[:k]
+        return list(self.expert_examples(group, expert)[0][:k])
 
     def quantile_examples(self, group: int, expert: int, n: int = 5) -> list[Example]:
         """About n examples below the top, spread over the expert's activations from heavy to light.
@@ -226,10 +270,10 @@ class ExpertIndex:
         Drawn from a uniform sample of its activations; `quantile` estimates the share of all its
         activations that weigh at least as much.
         """
-        sample = self._examples(group, expert, "sample")
-        top = {(e.doc, e.position) for e in self._examples(group, expert, "top")}
+        top, sample = self.expert_examples(group, expert)
+        in_top = {(e.doc, e.position) for e in top}
         with_quantile = [replace(e, quantile=(e.rank + 0.5) / len(sample)) for e in sample]
-        below_top = [e for e in with_quantile if (e.doc, e.position) not in top]
+        below_top = [e for e in with_quantile if (e.doc, e.position) not in in_top]
         if len(below_top) <= n:
             return below_top
         picks = np.linspace(0, len(below_top) - 1, n).round().astype(int)
@@ -245,14 +289,22 @@ class ExpertIndex:
         return pd.DataFrame({"low": edges[:-1], "high": edges[1:], "count": counts})
 
     def top_tokens(self, group: int, expert: int, n: int = 10) -> pd.DataFrame:
-        """Tokens the expert most often highlights in its examples: token_id, token, count, mean_weight."""
-        frame = self._df(
-            "SELECT token_id, count, mean_weight FROM expert_tokens WHERE grp = ?::UTINYINT AND expert = ?::UINTEGER"
-            " ORDER BY count DESC, mean_weight DESC, token_id LIMIT ?",
-            [group, expert, n],
+        """Tokens the expert most often highlights in its stored examples (top contexts and samples, each
+        place once): token_id, token, count, mean_weight. The same count as `expert_tokens`, which is
+        ordered by token for search and so is not read here."""
+        top, sample = self.expert_examples(group, expert)
+        seen = {(e.doc, e.position): e for e in (*sample, *top)}  # a place in both: the same weight
+        frame = pd.DataFrame(
+            {
+                "token_id": [e.token_ids[e.highlight] for e in seen.values()],
+                "weight": [e.weight for e in seen.values()],
+            }
         )
-        frame.insert(1, "token", [self._vocab[t] for t in frame["token_id"]])
-        return frame
+        counted = frame.groupby("token_id")["weight"].agg(["size", "mean"]).reset_index()
+        counted.columns = ["token_id", "count", "mean_weight"]
+        counted = counted.sort_values(["count", "mean_weight", "token_id"], ascending=[False, False, True]).head(n)
+        counted.insert(1, "token", [self._vocab[t] for t in counted["token_id"]])
+        return counted.reset_index(drop=True)
 
     def domain_means(self, group: int, expert: int) -> pd.DataFrame:
         """Mean weight on each domain's tokens (the paper's domain statistic): domain, mean_weight, n_tokens."""
@@ -331,6 +383,7 @@ class ExpertIndex:
         """Experts whose examples most often highlight a token, given by id or by its text.
 
         Text matches a token exactly or up to surrounding whitespace (" the" and "the" are both "the").
+        `expert_tokens` is ordered by token, so a join on the wanted ids reads only their row groups.
         """
         if isinstance(token, int):
             token_ids = [token]
@@ -343,11 +396,15 @@ class ExpertIndex:
             return pd.DataFrame(columns=["grp", "expert", "name", "token_id", "token", "count", "mean_weight", "label"])
         frame = self._df(
             f"""
-            SELECT t.grp, t.expert, {_NAME_SQL.replace("grp", "t.grp").replace("expert", "t.expert")} AS name,
-                   t.token_id, t.count, t.mean_weight, e.label
-            FROM expert_tokens t JOIN experts e USING (grp, expert)
-            WHERE list_contains($ids, t.token_id) AND ($group IS NULL OR t.grp = $group::UTINYINT)
-            ORDER BY t.count DESC, t.mean_weight DESC, t.grp, t.expert LIMIT $limit
+            WITH best AS (
+                SELECT t.grp, t.expert, t.token_id, t.count, t.mean_weight
+                FROM (SELECT unnest($ids)::UINTEGER AS token_id) w JOIN expert_tokens t USING (token_id)
+                WHERE $group IS NULL OR t.grp = $group::UTINYINT
+                ORDER BY t.count DESC, t.mean_weight DESC, t.grp, t.expert LIMIT $limit
+            )
+            SELECT grp, expert, {_NAME_SQL} AS name, token_id, count, mean_weight, e.label
+            FROM best JOIN experts e USING (grp, expert)
+            ORDER BY count DESC, mean_weight DESC, grp, expert
             """,
             {"ids": token_ids, "group": group, "limit": limit},
         )
@@ -355,24 +412,83 @@ class ExpertIndex:
         return frame
 
     def search_text(self, substring: str, group: int | None = None, limit: int = 50) -> pd.DataFrame:
-        """Top contexts whose window text contains `substring` (case-insensitive), heaviest first."""
+        """Top contexts whose window text contains `substring` (case-insensitive), heaviest first.
+
+        `doc_text` holds the lowercased text of every stored token run. The documents containing the
+        substring are visited heaviest first (by their heaviest top context) in growing batches; in
+        each, the places it occurs give the windows that cover one whole occurrence, and
+        `examples_by_location` the top contexts there. The visit stops, exactly, once `limit` contexts
+        are found that outweigh every context of the documents left; or, not exactly, after
+        TEXT_SEARCH_DOCUMENTS documents. Columns: grp, expert, name, rank, weight, doc, position, text;
+        frame.attrs: "documents" = (searched, containing), "exact".
+        """
+        needle = substring.lower().replace(GAP, "")  # doc_text lowercases token by token; GAP marks a gap
+        docs = self._df(
+            "SELECT doc, max_weight FROM doc_text WHERE contains(text, $needle) ORDER BY max_weight DESC, doc",
+            {"needle": needle or GAP},  # an empty needle finds nothing
+        )
+        found = pd.DataFrame(columns=["grp", "expert", "name", "rank", "weight", "doc", "position"])
+        searched, batch, exact = 0, TEXT_SEARCH_FIRST_BATCH, True
+        while searched < len(docs):
+            if searched == TEXT_SEARCH_DOCUMENTS:
+                exact = False
+                break
+            chosen = docs["doc"].iloc[searched : min(searched + batch, TEXT_SEARCH_DOCUMENTS)].tolist()
+            searched, batch = searched + len(chosen), 2 * batch
+            more = self._top_contexts_in(self._occurrences(chosen, needle), group, limit)
+            found = (more if found.empty else pd.concat([found, more], ignore_index=True)).sort_values(
+                ["weight", "grp", "expert", "rank"], ascending=[False, True, True, True]
+            )[:limit]
+            heaviest_left = docs["max_weight"].iloc[searched] if searched < len(docs) else -np.inf
+            if len(found) == limit and found["weight"].iloc[-1] > heaviest_left:
+                break  # no context of the documents left is that heavy: none of theirs can enter
+        token_at = self._window_tokens(found["doc"].tolist(), found["position"].tolist())
+        found["text"] = [
+            "".join(self._vocab[t] for t in self._window(token_at, d, p)[1])
+            for d, p in zip(found["doc"], found["position"], strict=True)
+        ]
+        found.attrs.update(documents=(searched, len(docs)), exact=exact)
+        return found.reset_index(drop=True)
+
+    def _occurrences(self, docs: list[int], needle: str) -> tuple[list[int], list[int], list[int]]:
+        """(doc, low, high): the positions where a window must be centred to hold a whole occurrence of
+        `needle`, as merged ranges per document."""
+        rows = self._df(
+            """
+            SELECT t.doc, t.text, t.positions, t.offsets
+            FROM (SELECT unnest($docs)::UINTEGER AS doc) w JOIN doc_text t USING (doc)
+            """,
+            {"docs": docs},
+        )
+        context, pattern = self._meta["context"], re.compile(f"(?={re.escape(needle)})")  # overlapping too
+        doc_of, low, high = [], [], []
+        for row in rows.itertuples():
+            starts = np.fromiter((m.start() for m in pattern.finditer(row.text)), dtype=np.int64)
+            if not len(starts):
+                continue
+            offsets, positions = np.asarray(row.offsets), np.asarray(row.positions, dtype=np.int64)
+            first = np.searchsorted(offsets, starts, side="right") - 1  # token holding the first character
+            last = np.searchsorted(offsets, starts + len(needle) - 1, side="right") - 1
+            lo, hi = np.maximum(positions[last] - context, 0), positions[first] + context  # lo is non-decreasing
+            opens = np.r_[True, lo[1:] > np.maximum.accumulate(hi)[:-1]]  # a range not overlapping the ones before
+            doc_of += [row.doc] * int(opens.sum())
+            low += lo[opens].tolist()
+            high += np.maximum.reduceat(hi, np.flatnonzero(opens)).tolist()
+        return doc_of, low, high
+
+    def _top_contexts_in(self, places: tuple[list[int], list[int], list[int]], group, limit: int) -> pd.DataFrame:
+        """The heaviest `limit` top contexts centred inside the given (doc, low, high) ranges."""
+        doc, low, high = places
         return self._df(
             f"""
-            WITH windows AS (
-                SELECT e.grp, e.expert, e.rank, e.doc, e.position, e.weight,
-                       string_agg(v.text, '' ORDER BY t.position) AS text
-                FROM examples e
-                JOIN tokens t ON t.doc = e.doc AND t.position BETWEEN CAST(e.position AS BIGINT) - $context
-                                                                  AND CAST(e.position AS BIGINT) + $context
-                JOIN vocab v ON v.token_id = t.token_id
-                WHERE e.kind = 'top' AND ($group IS NULL OR e.grp = $group::UTINYINT)
-                GROUP BY e.grp, e.expert, e.rank, e.doc, e.position, e.weight
-            )
-            SELECT grp, expert, {_NAME_SQL} AS name, rank, weight, doc, position, text FROM windows
-            WHERE contains(lower(text), lower($needle))
-            ORDER BY weight DESC, grp, expert, rank LIMIT $limit
+            SELECT DISTINCT e.grp, e.expert, {_NAME_SQL.replace("grp", "e.grp").replace("expert", "e.expert")}
+                   AS name, e.rank, e.weight, e.doc, e.position
+            FROM (SELECT unnest($doc)::UINTEGER AS doc, unnest($low) AS low, unnest($high) AS high) h
+            JOIN examples_by_location e ON e.doc = h.doc AND e.position BETWEEN h.low AND h.high
+            WHERE $group IS NULL OR e.grp = $group::UTINYINT
+            ORDER BY e.weight DESC, e.grp, e.expert, e.rank LIMIT $limit
             """,
-            {"context": self._meta["context"], "group": group, "needle": substring, "limit": limit},
+            {"doc": doc, "low": low, "high": high, "group": group, "limit": limit},
         )
 
     def search_semantic(self, query: str, group: int | None = None, limit: int = 20) -> pd.DataFrame:

@@ -432,15 +432,24 @@ class Explorer:
                     else f"No token of the vocabulary reads {query!r} (spaces trimmed); try text search.",
                 )
         if mode in ("auto", "text"):
-            frame = index.search_text(query, group, limit * 4).drop_duplicates(["grp", "expert"]).head(limit)
+            found = index.search_text(query, group, limit * 4)
+            frame = found.drop_duplicates(["grp", "expert"]).head(limit)
             rows = [
                 {"name": r.name, "group": r.grp, "expert": r.expert, "evidence": f"{r.weight:.3f} · {r.text}"}
                 for r in frame.itertuples()
             ]
+            searched, containing = found.attrs["documents"]
+            scope = (
+                f" (searched the {searched:,} of {containing:,} documents containing it with the heaviest contexts)"
+                if searched < containing
+                else ""
+            )
             return SearchResult(
                 "text",
                 self._with_density(rows),
-                f"Experts with {query!r} in their top contexts" if rows else f"No top context contains {query!r}.",
+                (f"Experts with {query!r} in their top contexts" if rows else f"No top context contains {query!r}")
+                + scope
+                + ("" if rows else "."),
             )
         try:
             frame = index.search_semantic(query, group, limit)

@@ -148,12 +148,85 @@ def _list_array(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
     return pa.LargeListArray.from_arrays(offsets, pa.array(values.reshape(-1), type=value_type))
 
 
+def _sql_string(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
 def _insert(conn, table: schema.Table, columns: dict) -> None:
     incoming = pa.table({name: columns[name] for name in table.column_names})
     if incoming.num_rows:
         conn.register("incoming", incoming)
         conn.execute(f"INSERT INTO {table.name} SELECT * FROM incoming")
         conn.unregister("incoming")
+
+
+def _write_examples_by_location(conn, places: dict[str, np.ndarray], experts_per_group: int) -> None:
+    """Every top context again, ordered by (doc, position)."""
+    order = np.argsort(places["address"], kind="stable")
+    address, slot = places["address"][order], places["slot"][order]
+    _insert(
+        conn,
+        schema.EXAMPLES_BY_LOCATION,
+        {
+            "doc": pa.array(address >> ADDRESS_SHIFT, pa.uint32()),
+            "position": pa.array(address & ((1 << ADDRESS_SHIFT) - 1), pa.uint32()),
+            "grp": pa.array(slot // experts_per_group, pa.uint8()),
+            "expert": pa.array(slot % experts_per_group, pa.uint32()),
+            "rank": pa.array(places["rank"][order], pa.uint16()),
+            "weight": pa.array(places["weight"][order], pa.float32()),
+        },
+    )
+
+
+def _write_expert_tokens(conn, rows: pd.DataFrame, experts_per_group: int) -> None:
+    """Every expert's top tokens, ordered by (token, group, expert) for search by token."""
+    slot = rows["slot"].to_numpy()
+    order = np.lexsort((slot, rows["token_id"].to_numpy()))
+    _insert(
+        conn,
+        schema.EXPERT_TOKENS,
+        {
+            "grp": pa.array(slot[order] // experts_per_group, pa.uint8()),
+            "expert": pa.array(slot[order] % experts_per_group, pa.uint32()),
+            "token_id": pa.array(rows["token_id"].to_numpy()[order], pa.uint32()),
+            "count": pa.array(rows["count"].to_numpy()[order], pa.uint32()),
+            "mean_weight": pa.array(rows["mean_weight"].to_numpy()[order], pa.float32()),
+        },
+    )
+
+
+def _write_doc_text(conn, doc, position, token_id, places: dict[str, np.ndarray], vocab: list[str]) -> None:
+    """Per stored document: its stored tokens' lowercased text (GAP between runs), their positions and
+    character offsets, and its heaviest top context's weight (schema.DOC_TEXT)."""
+    if not len(doc):
+        return
+    gap = schema.DOC_TEXT_GAP
+    lowered = np.array([text.lower().replace(gap, "") for text in vocab], dtype=object)
+    starts_doc = np.r_[True, doc[1:] != doc[:-1]]
+    after_gap = ~starts_doc & np.r_[False, position[1:] != position[:-1] + 1]
+    pieces = lowered[token_id]
+    pieces[after_gap] = gap + pieces[after_gap]
+    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
+    first = np.flatnonzero(starts_doc)
+    ends = np.cumsum(lengths)
+    doc_start = np.repeat(ends[first] - lengths[first], np.diff(np.r_[first, len(doc)]))
+    offsets = ends - lengths - doc_start + after_gap  # where each token's own text starts
+    bounds = np.r_[first, len(doc)]
+    texts = ["".join(pieces[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    place_doc = places["address"] >> ADDRESS_SHIFT
+    heaviest = pd.Series(places["weight"]).groupby(place_doc).max()
+    list_offsets = pa.array(bounds, pa.int64())
+    _insert(
+        conn,
+        schema.DOC_TEXT,
+        {
+            "doc": pa.array(doc[first], pa.uint32()),
+            "text": pa.array(texts, pa.string()),
+            "positions": pa.LargeListArray.from_arrays(list_offsets, pa.array(position, pa.uint32())),
+            "offsets": pa.LargeListArray.from_arrays(list_offsets, pa.array(offsets, pa.uint32())),
+            "max_weight": pa.array(heaviest.reindex(doc[first]).fillna(0).to_numpy(), pa.float32()),
+        },
+    )
 
 
 def write_index(
@@ -167,7 +240,9 @@ def write_index(
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     tokens = TokenSource(contents.tokens)
-    conn = duckdb.connect(str(tmp))
+    conn = duckdb.connect()
+    conn.execute(f"ATTACH '{_sql_string(tmp)}' AS index_file (ROW_GROUP_SIZE {schema.ROW_GROUP_SIZE})")
+    conn.execute("USE index_file")
     try:
         for statement in schema.create_statements():
             conn.execute(statement)
@@ -189,6 +264,7 @@ def write_index(
                 "n_tokens": pa.array(state.domain_tokens.numpy()[seen], pa.uint64()),
             },
         )
+        top_places, top_token_rows = [], []  # written after the loop, in their own orders
         for group in range(n_groups):
             slots = slice(group * experts_per_group, (group + 1) * experts_per_group)
             top = _bank_rows(state.top, slots, reorder_by_weight=False)
@@ -264,20 +340,17 @@ def write_index(
                         "window_weights": _list_array(rows["window"], pa.uint8()),
                     },
                 )
-            _insert(
-                conn,
-                schema.EXPERT_TOKENS,
-                {
-                    "grp": pa.array(np.full(len(top_tokens), group), pa.uint8()),
-                    "expert": pa.array(top_tokens["slot"].to_numpy() % experts_per_group, pa.uint32()),
-                    "token_id": pa.array(top_tokens["token_id"].to_numpy(), pa.uint32()),
-                    "count": pa.array(top_tokens["count"].to_numpy(), pa.uint32()),
-                    "mean_weight": pa.array(top_tokens["mean_weight"].to_numpy(), pa.float32()),
-                },
-            )
+            top_places.append({name: top[name] for name in ("address", "slot", "rank", "weight")})
+            top_token_rows.append(top_tokens[["token_id", "slot", "count", "mean_weight"]])
             if progress is not None:
                 progress(group + 1, n_groups)
+        places = {name: np.concatenate([part[name] for part in top_places]) for name in top_places[0]}
+        del top_places
+        _write_examples_by_location(conn, places, experts_per_group)
+        _write_expert_tokens(conn, pd.concat(top_token_rows, ignore_index=True), experts_per_group)
+        del top_token_rows
         keep = tokens.needed
+        _write_doc_text(conn, tokens.doc[keep], tokens.position[keep], tokens.token_id[keep], places, contents.vocab)
         _insert(
             conn,
             schema.TOKENS,

@@ -39,7 +39,7 @@ def busiest(index, group=0):
 
 def test_meta_and_stats(index):
     meta = index.meta()
-    assert (meta.moe_experts, meta.num_groups, meta.top_k, meta.schema_version) == (16, 2, 4, 1)
+    assert (meta.moe_experts, meta.num_groups, meta.top_k, meta.schema_version) == (16, 2, 4, 2)
     expert = busiest(index)
     stats = index.stats(0, expert)
     assert stats.name == f"G1/{expert}" and (stats.i, stats.j) == divmod(expert, 16)
@@ -91,6 +91,17 @@ def test_tokens_domains_and_density_map(index):
     assert index.stats(0, 255).active_count == 0 or density[15, 15] > 0
 
 
+def test_top_tokens_recounted_from_examples_equal_the_written_table(index, index_path):
+    with duckdb.connect(str(index_path), read_only=True) as conn:
+        table = conn.execute("SELECT grp, expert, token_id, count, mean_weight FROM expert_tokens").df()
+    for (group, expert), written in list(table.groupby(["grp", "expert"]))[:40]:
+        read = index.top_tokens(int(group), int(expert), n=16)
+        written = written.sort_values(["count", "mean_weight", "token_id"], ascending=[False, False, True])
+        assert read["token_id"].tolist() == written["token_id"].tolist()
+        assert read["count"].tolist() == written["count"].tolist()
+        np.testing.assert_allclose(read["mean_weight"], written["mean_weight"], rtol=1e-6)
+
+
 def test_activity_rankings_and_siblings(index):
     most, least = index.most_active(1, 5), index.least_active(1, 5)
     assert most["active_count"].is_monotonic_decreasing and least["active_count"].is_monotonic_increasing
@@ -124,6 +135,35 @@ def test_search_text_is_parameterised(index):
     assert index.search_text("q_ick").empty and index.search_text("q%k").empty  # literals, not wildcards
     assert all("%" in text for text in index.search_text("%")["text"])
     assert index.most_active(0, 1).shape[0] == 1
+
+
+@pytest.mark.parametrize("first_batch", [64, 1])  # 1: one document, then 2, 4, ...: the early stop is exercised
+def test_search_text_finds_exactly_the_top_contexts_containing_it(index, monkeypatch, first_batch):
+    """Against brute force: every top context's window text, searched with str.lower and `in`."""
+    monkeypatch.setattr("explorer.index.TEXT_SEARCH_FIRST_BATCH", first_batch)
+    windows = {}
+    for group in range(2):
+        for expert in index.most_active(group, 256)["expert"]:
+            for example in index.top_examples(group, int(expert)):
+                windows[group, int(expert), example.rank] = (example.text, example.weight)
+    busiest_text = max((text for text, _ in windows.values()), key=len)
+    needles = ["e", "QUICK", busiest_text[3:11], busiest_text[-9:].upper(), "zzqx"]
+    for needle in needles:
+        hits = index.search_text(needle, limit=10**6)
+        searched, containing = hits.attrs["documents"]
+        assert searched == containing and hits.attrs["exact"]  # the tiny corpus stays under the document cap
+        want = {key: weight for key, (text, weight) in windows.items() if needle.lower() in text.lower()}
+        assert set(zip(hits["grp"], hits["expert"], hits["rank"], strict=True)) == set(want), needle
+        assert all(needle.lower() in text.lower() for text in hits["text"])
+        # a small limit stops early once no unvisited document can hold a heavier context: still exact
+        heaviest = sorted(want, key=lambda key: (-want[key], key))[:3]
+        top3 = index.search_text(needle, limit=3)
+        assert list(zip(top3["grp"], top3["expert"], top3["rank"], strict=True)) == heaviest and top3.attrs["exact"]
+    assert len(index.search_text("e", limit=10**6)) > 10  # a common letter: many contexts, all found
+    assert index.search_text("").empty
+    monkeypatch.setattr("explorer.index.TEXT_SEARCH_DOCUMENTS", 2)
+    capped = index.search_text("e", limit=10**6)
+    assert capped.attrs["documents"][0] == 2 < capped.attrs["documents"][1] and not capped.attrs["exact"]
 
 
 def test_semantic_search_and_similar(index):
