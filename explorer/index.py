@@ -27,7 +27,7 @@ from explorer.routing import ExpertRef
 EXAMPLE_CACHE_EXPERTS = 64
 JOIN_FILTER_VALUES = 5_000
 GAP = schema.DOC_TEXT_GAP
-TEXT_SEARCH_FIRST_BATCH = 64  # documents in a text search's first batch; each next batch doubles
+TEXT_SEARCH_FIRST_BATCH = 128  # documents in a text search's first batch; each next batch doubles
 TEXT_SEARCH_DOCUMENTS = 1_000  # at most this many documents per text search, those with the heaviest contexts first
 BUILD_HINT = "build it with `python -m precompute index --out {path}` (see README, 'Expert index')"
 
@@ -453,35 +453,41 @@ class ExpertIndex:
     def _occurrences(self, docs: list[int], needle: str) -> tuple[list[int], list[int], list[int]]:
         """(doc, low, high): the positions where a window must be centred to hold a whole occurrence of
         `needle`, as merged ranges per document."""
-        rows = self._df(
-            """
-            SELECT t.doc, t.text, t.positions, t.offsets
-            FROM (SELECT unnest($docs)::UINTEGER AS doc) w JOIN doc_text t USING (doc)
-            """,
-            {"docs": docs},
-        )
+        with self.cursor() as conn:  # arrow: the lists arrive as flat arrays, no Python object per value
+            rows = conn.execute(
+                """
+                SELECT t.doc, t.text, t.positions, t.offsets
+                FROM (SELECT unnest($docs)::UINTEGER AS doc) w JOIN doc_text t USING (doc)
+                """,
+                {"docs": docs},
+            ).fetch_arrow_table()
+        positions, offsets = (rows[name].combine_chunks() for name in ("positions", "offsets"))
+        bounds = positions.offsets.to_numpy()  # both lists have one entry per stored token: the same bounds
+        all_positions, all_offsets = positions.flatten().to_numpy().astype(np.int64), offsets.flatten().to_numpy()
         context, pattern = self._meta["context"], re.compile(f"(?={re.escape(needle)})")  # overlapping too
         doc_of, low, high = [], [], []
-        for row in rows.itertuples():
-            starts = np.fromiter((m.start() for m in pattern.finditer(row.text)), dtype=np.int64)
+        for row, (doc, text) in enumerate(zip(rows["doc"].to_pylist(), rows["text"].to_pylist(), strict=True)):
+            starts = np.fromiter((m.start() for m in pattern.finditer(text)), dtype=np.int64)
             if not len(starts):
                 continue
-            offsets, positions = np.asarray(row.offsets), np.asarray(row.positions, dtype=np.int64)
-            first = np.searchsorted(offsets, starts, side="right") - 1  # token holding the first character
-            last = np.searchsorted(offsets, starts + len(needle) - 1, side="right") - 1
-            lo, hi = np.maximum(positions[last] - context, 0), positions[first] + context  # lo is non-decreasing
-            opens = np.r_[True, lo[1:] > np.maximum.accumulate(hi)[:-1]]  # a range not overlapping the ones before
-            doc_of += [row.doc] * int(opens.sum())
+            span = slice(bounds[row], bounds[row + 1])
+            first = np.searchsorted(all_offsets[span], starts, side="right") - 1  # token holding the first char
+            last = np.searchsorted(all_offsets[span], starts + len(needle) - 1, side="right") - 1
+            lo = np.maximum(all_positions[span][last] - context, 0)  # both non-decreasing
+            hi = all_positions[span][first] + context
+            opens = np.r_[True, lo[1:] > hi[:-1]]  # a range not overlapping the one before
+            doc_of += [doc] * int(opens.sum())
             low += lo[opens].tolist()
             high += np.maximum.reduceat(hi, np.flatnonzero(opens)).tolist()
         return doc_of, low, high
 
     def _top_contexts_in(self, places: tuple[list[int], list[int], list[int]], group, limit: int) -> pd.DataFrame:
-        """The heaviest `limit` top contexts centred inside the given (doc, low, high) ranges."""
+        """The heaviest `limit` top contexts centred inside the given (doc, low, high) ranges (disjoint per
+        document, so no context is found twice)."""
         doc, low, high = places
         return self._df(
             f"""
-            SELECT DISTINCT e.grp, e.expert, {_NAME_SQL.replace("grp", "e.grp").replace("expert", "e.expert")}
+            SELECT e.grp, e.expert, {_NAME_SQL.replace("grp", "e.grp").replace("expert", "e.expert")}
                    AS name, e.rank, e.weight, e.doc, e.position
             FROM (SELECT unnest($doc)::UINTEGER AS doc, unnest($low) AS low, unnest($high) AS high) h
             JOIN examples_by_location e ON e.doc = h.doc AND e.position BETWEEN h.low AND h.high
