@@ -331,6 +331,22 @@ class ExpertIndex:
             {**params, "tokens": self.tokens_processed, "limit": limit},
         )
 
+    def labels(self, experts: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
+        """Labels of many (group, expert) in one query; experts never active are absent."""
+        if not experts:
+            return {}
+        frame = self._df(
+            """
+            SELECT e.grp, e.expert, e.label
+            FROM (SELECT unnest($grp)::UTINYINT AS grp, unnest($expert)::UINTEGER AS expert) w
+            JOIN experts e USING (grp, expert)
+            """,
+            {"grp": [g for g, _ in experts], "expert": [e for _, e in experts]},
+        )
+        return {
+            (int(g), int(e)): label for g, e, label in zip(frame["grp"], frame["expert"], frame["label"], strict=True)
+        }
+
     def most_active(self, group: int, n: int = 20) -> pd.DataFrame:
         return self._experts("grp = $group::UTINYINT", {"group": group}, "active_count DESC, expert", n)
 

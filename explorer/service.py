@@ -300,10 +300,10 @@ class Explorer:
     def _with_density(self, rows: list[dict]) -> list[dict]:
         """Result rows (group, expert, ...) with their density (from the cached maps) and label."""
         E = self.shape.experts_per_side
+        labels = self.index.labels([(row["group"], row["expert"]) for row in rows if "label" not in row])
         for row in rows:
             row["density"] = float(self.group_density(row["group"])[row["expert"] // E, row["expert"] % E])
-            if "label" not in row:
-                row["label"] = self.index.stats(row["group"], row["expert"]).label
+            row.setdefault("label", labels.get((row["group"], row["expert"]), ""))
         return rows
 
     def experts_ever_active(self) -> list[int]:

@@ -102,6 +102,13 @@ def test_top_tokens_recounted_from_examples_equal_the_written_table(index, index
         np.testing.assert_allclose(read["mean_weight"], written["mean_weight"], rtol=1e-6)
 
 
+def test_labels_of_many_experts_in_one_read(index):
+    experts = [(0, int(e)) for e in index.most_active(0, 5)["expert"]] + [(1, busiest(index, 1))]
+    labels = index.labels(experts + [(0, 255)] * (index.stats(0, 255).active_count == 0))
+    assert labels == {(g, e): index.stats(g, e).label for g, e in experts}
+    assert index.labels([]) == {}
+
+
 def test_activity_rankings_and_siblings(index):
     most, least = index.most_active(1, 5), index.least_active(1, 5)
     assert most["active_count"].is_monotonic_decreasing and least["active_count"].is_monotonic_increasing
