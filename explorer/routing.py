@@ -249,17 +249,24 @@ def sparse_expert_weights(
     segment1, i, value1 = _selected_entries(g1, g2, min_weight)
     segment2, j, value2 = _selected_entries(g2, g1, min_weight)
     heads1, heads2 = _heads_by_entry(segment1, i, N, H, E), _heads_by_entry(segment2, j, N, H, E)
+    # per entry, once (a pair then costs a few gathers of these): the heads other than its own that select
+    # the side-1 entry, those of them before its own head, and every head selecting the side-2 entry
+    token1, own1 = segment1 // H, 1 << (segment1 % H)
+    others1 = heads1.index_select(0, token1 * E + i) & ~own1
+    sides = _Entries(
+        token1, i, value1, others1, others1 & (own1 - 1), j, value2, heads2.index_select(0, segment2 // H * E + j)
+    )
     count2 = torch.bincount(segment2, minlength=N * H)  # side-2 entries of each (token, head), stored in order
     start2 = count2.cumsum(0) - count2
     pairs = count2.index_select(0, segment1)  # pairs each side-1 entry proposes
     first_pair = pairs.cumsum(0) - pairs
+    partner_base = start2.index_select(0, segment1) - first_pair  # side-2 entry of pair p: partner_base + p
     chunk_of_entry = first_pair // max_chunk_pairs  # non-decreasing
     parts, lo = [], 0
     for size in torch.unique_consecutive(chunk_of_entry, return_counts=True)[1].tolist():
         entry = torch.arange(lo, lo + size, device=g1.device).repeat_interleave(pairs[lo : lo + size])
-        offset = torch.arange(entry.numel(), device=g1.device) - (first_pair - first_pair[lo]).index_select(0, entry)
-        partner = start2.index_select(0, segment1.index_select(0, entry)) + offset  # side-2 entry of each pair
-        parts.append(_pair_weights(g1, g2, segment1, i, value1, j, value2, heads1, heads2, entry, partner, min_weight))
+        pair = torch.arange(entry.numel(), device=g1.device) + first_pair[lo]
+        parts.append(_pair_weights(g1, g2, sides, entry, partner_base.index_select(0, entry) + pair, min_weight))
         lo += size
     if not parts:
         empty = torch.empty(0, dtype=torch.long, device=g1.device)
@@ -268,25 +275,38 @@ def sparse_expert_weights(
     return SparseExpertWeights(token // T, token % T, i * E + j, weight)
 
 
-def _pair_weights(g1, g2, segment1, i, value1, j, value2, heads1, heads2, entry, partner, min_weight):
+class _Entries(NamedTuple):
+    """Selected entries of both sides, with their head bitmasks (see sparse_expert_weights)."""
+
+    token1: torch.Tensor
+    i: torch.Tensor
+    value1: torch.Tensor
+    others1: torch.Tensor  # heads other than the entry's own selecting (token, i)
+    earlier1: torch.Tensor  # those of them numbered before its own head
+    j: torch.Tensor
+    value2: torch.Tensor
+    heads2: torch.Tensor  # every head selecting (token, j)
+
+
+def _pair_weights(g1, g2, sides: _Entries, entry, partner, min_weight):
     """(token, i, j, weight) of candidate pairs (side-1 entry, side-2 entry of the same token and head):
     a pair also selected by an earlier head is dropped, so each (i, j) appears once."""
-    H, E = g1.shape[1:]
-    segment = segment1.index_select(0, entry)
-    token, head = segment // H, segment % H
-    i, j = i.index_select(0, entry), j.index_select(0, partner)
-    shared = heads1.index_select(0, token * E + i) & heads2.index_select(0, token * E + j)  # heads selecting both
-    own = 1 << head
-    first = ((shared & (own - 1)) == 0).nonzero().squeeze(1)
-    token, i, j, shared, own = (x.index_select(0, first) for x in (token, i, j, shared, own))
-    weight = value1.index_select(0, entry.index_select(0, first)) * value2.index_select(
-        0, partner.index_select(0, first)
-    )
-    multi = (shared != own).nonzero().squeeze(1)  # selected by other heads too: sum over all heads
+    heads2 = sides.heads2.index_select(0, partner)
+    first = ((sides.earlier1.index_select(0, entry) & heads2) == 0).nonzero().squeeze(1)
+    entry, partner, heads2 = entry.index_select(0, first), partner.index_select(0, first), heads2.index_select(0, first)
+    weight = sides.value1.index_select(0, entry) * sides.value2.index_select(0, partner)
+    multi = ((sides.others1.index_select(0, entry) & heads2) != 0).nonzero().squeeze(1)  # other heads select it too
     if multi.numel():
-        t, mi, mj = token[multi], i[multi], j[multi]
-        weight[multi] = (g1[t, :, mi] * g2[t, :, mj]).sum(-1)
+        t, mi, mj = (
+            x.index_select(0, y)
+            for x, y in ((sides.token1, entry[multi]), (sides.i, entry[multi]), (sides.j, partner[multi]))
+        )
+        weight[multi] = (g1[t, :, mi] * g2[t, :, mj]).sum(-1)  # the full sum over heads
     if min_weight > 0:
         strong = (weight >= min_weight).nonzero().squeeze(1)
-        token, i, j, weight = (x.index_select(0, strong) for x in (token, i, j, weight))
-    return token, i, j, weight
+        entry, partner, weight = (
+            entry.index_select(0, strong),
+            partner.index_select(0, strong),
+            weight.index_select(0, strong),
+        )
+    return sides.token1.index_select(0, entry), sides.i.index_select(0, entry), sides.j.index_select(0, partner), weight
