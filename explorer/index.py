@@ -95,7 +95,8 @@ _NAME_SQL = "'G' || (grp + 1) || '/' || expert"  # the paper's name, as str(expl
 
 
 class ExpertIndex:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, versions: tuple[int, ...] = (schema.SCHEMA_VERSION,)):
+        """Open an index file read-only; `versions`: the schema versions accepted (the upgrade reads older ones)."""
         self.path = Path(path)
         hint = BUILD_HINT.format(path=self.path)
         if not self.path.is_file():
@@ -115,11 +116,15 @@ class ExpertIndex:
             ) from None
         self._meta = {key: json.loads(value) for key, value in rows}
         version = self._meta.get("schema_version")
-        if version != schema.SCHEMA_VERSION:
+        if version not in versions:
             self._conn.close()
             raise IndexUnavailable(
-                f"{self.path} has index schema version {version}, this code reads version {schema.SCHEMA_VERSION};"
-                f" rebuild it: {hint}."
+                f"{self.path} has index schema version {version}, this code reads version {schema.SCHEMA_VERSION}; "
+                + (
+                    f"upgrade it without rerunning the model: `python -m precompute upgrade {self.path} --out NEW`."
+                    if version in schema.STATE_READABLE_VERSIONS
+                    else f"rebuild it: {hint}."
+                )
             )
         self.experts_per_side = self._meta["moe_experts"]
         self.tokens_processed = max(1, self._meta["tokens_processed"])

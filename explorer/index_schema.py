@@ -16,6 +16,9 @@ SCHEMA_VERSION = 2
 # Rows per row group (DuckDB's default is 122,880). Lookups read whole row groups of the columns they touch, so
 # an expert page or a text search reads about 15x less with small ones; the file grows by a few percent.
 ROW_GROUP_SIZE = 8_192
+# Versions whose accumulated state (experts, expert_domains, examples, documents, tokens, vocab, domains, meta)
+# this code reads unchanged: `python -m precompute upgrade` rewrites such a file in the current version.
+STATE_READABLE_VERSIONS = (1, 2)
 DOC_TEXT_GAP = "\x00"  # in doc_text, between runs of stored tokens that are not adjacent in the document
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2
 

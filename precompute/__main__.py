@@ -2,6 +2,7 @@
 
     python -m precompute index [options]          # see --help; options come from IndexOptions
     python -m precompute merge A B ... --out C    # combine shard index files exactly
+    python -m precompute upgrade OLD --out NEW    # rewrite an older index in the current schema
     python -m precompute schema                   # print the index schema (Markdown)
 
 To add a job, write `add_arguments(parser)` + `run(args)` for it and list it in COMMANDS.
@@ -56,6 +57,18 @@ def _merge(args):
     print(f"wrote {path}")
 
 
+def _upgrade_arguments(parser):
+    parser.add_argument("index", help="an index file of an older schema version")
+    parser.add_argument("--out", required=True, help="the index file to write, in the current schema")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+
+
+def _upgrade(args):
+    from precompute.index import upgrade_index
+
+    print(f"wrote {upgrade_index(args.index, args.out, force=args.force)}")
+
+
 def _schema(args):
     from explorer.index_schema import schema_markdown
 
@@ -65,6 +78,7 @@ def _schema(args):
 COMMANDS = {
     "index": ("run a model over a corpus and write the expert index", _index_arguments, _index),
     "merge": ("combine shard index files into one", _merge_arguments, _merge),
+    "upgrade": ("rewrite an older index file in the current schema (no model run)", _upgrade_arguments, _upgrade),
     "schema": ("print the expert index schema", lambda parser: None, _schema),
 }
 

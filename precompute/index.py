@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from explorer import index_schema as schema
 from explorer.device import load_model, pick_device, pick_dtype
+from explorer.index import IndexUnavailable
 from explorer.paths import EMBEDDED_CORPUS, EMBEDDED_INDEX_PATH, EMBEDDED_MODEL_DIR
 from explorer.routing import ModelShape, sparse_expert_weights
 from precompute.documents import CorpusError, Document, describe_corpus, read_documents
@@ -510,3 +511,25 @@ def merge_indexes(paths: list[str | Path], out: str | Path, embed: bool = True, 
         meta, pd.concat(documents, ignore_index=True), pd.concat(tokens, ignore_index=True), contents.vocab
     )
     return write_index(out, state, merged, embed=embed)
+
+
+def upgrade_index(path: str | Path, out: str | Path, force: bool = False) -> Path:
+    """Rewrite an index of an older schema version in the current one, from the state it holds: no model run.
+
+    Everything the job accumulated is read back unchanged; the lookup tables of the current schema are
+    derived anew, as are the labels (and embeddings, when the old file had them)."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise IndexJobError(f"{out} already exists: pass --force to overwrite it, or choose another --out.")
+    try:
+        state, contents = read_index_state(path, versions=schema.STATE_READABLE_VERSIONS)
+    except IndexUnavailable as error:
+        raise IndexJobError(f"Cannot upgrade {path}: {error}") from None
+    meta = dict(contents.meta)
+    embed = meta.get("embedding_model") is not None
+    meta.update(
+        schema_version=schema.SCHEMA_VERSION,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        embedding_model=_embedding_model_name() if embed else None,
+    )
+    return write_index(out, state, dataclasses.replace(contents, meta=meta), embed=embed)

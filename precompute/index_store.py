@@ -379,11 +379,14 @@ def write_index(
     return path
 
 
-def read_index_state(path: str | Path, device="cpu") -> tuple[ExpertState, IndexContents]:
-    """A finished index back as (state, contents): exactly what write_index was given, for merging."""
+def read_index_state(
+    path: str | Path, device="cpu", versions=(schema.SCHEMA_VERSION,)
+) -> tuple[ExpertState, IndexContents]:
+    """A finished index back as (state, contents): exactly what write_index was given, for merging and
+    upgrading (`versions`: the schema versions accepted, among schema.STATE_READABLE_VERSIONS)."""
     from explorer.index import ExpertIndex
 
-    with ExpertIndex(path) as index, index.cursor() as conn:
+    with ExpertIndex(path, versions) as index, index.cursor() as conn:
         meta = index.meta_dict()
         E, n_groups = meta["moe_experts"], meta["num_groups"]
         experts_per_group = E * E

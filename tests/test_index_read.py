@@ -5,10 +5,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 from index_corpus import tiny_options, write_corpus
 
 from explorer.index import ExpertIndex, IndexUnavailable
+from precompute.__main__ import main
 from precompute.index import run_index
 
 
@@ -213,3 +215,24 @@ def test_unavailable_indexes_say_what_to_do(tmp_path, index_path):
     with ExpertIndex(bare) as opened, pytest.raises(IndexUnavailable, match="no-embeddings"):
         opened.search_semantic("anything")
     assert np.isfinite(ExpertIndex(bare).group_density_map(0)).all()
+
+
+def test_a_schema_1_index_upgrades_without_the_model(tmp_path, index_path):
+    """Schema 1 = schema 2 without its lookup tables (expert_tokens was ordered by expert, same rows)."""
+    old = tmp_path / "v1.duckdb"
+    shutil.copy(index_path, old)
+    with duckdb.connect(str(old)) as conn:
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        conn.execute("DROP TABLE doc_text")
+        conn.execute("DROP TABLE examples_by_location")
+    with pytest.raises(IndexUnavailable, match="schema version 1.*precompute upgrade"):
+        ExpertIndex(old)
+    assert main(["upgrade", str(old), "--out", str(tmp_path / "new.duckdb")]) == 0
+    assert main(["upgrade", str(old), "--out", str(tmp_path / "new.duckdb")]) == 1  # exists: not overwritten
+    tables = ["experts", "examples", "examples_by_location", "expert_tokens", "doc_text", "tokens", "expert_domains"]
+    with duckdb.connect(str(index_path), read_only=True) as a, duckdb.connect(str(tmp_path / "new.duckdb")) as b:
+        for table in tables:
+            query = f"SELECT * FROM {table} ORDER BY ALL"
+            pd.testing.assert_frame_equal(a.execute(query).df(), b.execute(query).df(), obj=table)
+    with ExpertIndex(tmp_path / "new.duckdb") as upgraded:
+        assert upgraded.meta().schema_version == 2 and len(upgraded.search_text("quick"))
