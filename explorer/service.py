@@ -444,13 +444,12 @@ class Explorer:
                 if searched < containing
                 else ""
             )
-            return SearchResult(
-                "text",
-                self._with_density(rows),
-                (f"Experts with {query!r} in their top contexts" if rows else f"No top context contains {query!r}")
-                + scope
-                + ("" if rows else "."),
+            title = (
+                f"Experts with {query!r} in their top contexts{scope}"
+                if rows
+                else f"No top context contains {query!r}{scope}."
             )
+            return SearchResult("text", self._with_density(rows), title)
         try:
             frame = index.search_semantic(query, group, limit)
         except IndexUnavailable as error:
