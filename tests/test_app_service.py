@@ -133,6 +133,14 @@ def test_search_by_token_text_and_meaning(explorer):  # noqa: F811
     assert auto.mode == "text"
     meaning = explorer.search("programming code", mode="meaning", limit=5)
     assert meaning.mode == "meaning" and len(meaning.rows) == 5
+    assert all(r["label"] == explorer.index.stats(r["group"], r["expert"]).label for r in text.rows)
+
+
+def test_a_capped_text_search_says_how_much_it_searched(explorer, monkeypatch):  # noqa: F811
+    monkeypatch.setattr("explorer.index.TEXT_SEARCH_DOCUMENTS", 1)
+    monkeypatch.setattr("explorer.index.TEXT_SEARCH_FIRST_BATCH", 1)
+    result = explorer.search("e", mode="text", limit=100)  # "e" is in more than one document
+    assert result.rows and "searched the 1 of" in result.message
 
 
 @pytest.mark.parametrize("query", ["'; DROP TABLE experts; --", "%", "_", "\\", "' OR 1=1 --", "$group", "G1/1' OR '1"])
