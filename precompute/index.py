@@ -431,11 +431,29 @@ class BatchCandidates:
         self.g1, self.g2, self.row, self.position, self.expert = g1, g2, row, position, expert
         self.lengths, self.position_hash = lengths, position_hash
         self.offsets = torch.arange(-context, context + 1, device=g1.device)
+        self._windows = None  # (done mask, quantised windows, maxima) per activation, once asked for
 
     def window_hash(self, index: torch.Tensor) -> torch.Tensor:
         return self.position_hash[self.row[index], self.position[index]]
 
     def window_weights(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Quantised window weights of some activations; each computed once per batch (while the banks
+        are filling, the top-K and the sample both take most activations)."""
+        if self._windows is None:
+            n, device = self.row.numel(), self.row.device
+            self._windows = (
+                torch.zeros(n, dtype=torch.bool, device=device),
+                torch.zeros((n, self.offsets.numel()), dtype=torch.uint8, device=device),
+                torch.zeros(n, device=device),
+            )
+        done, windows, maxima = self._windows
+        todo = index[~done[index]].unique()
+        if todo.numel():
+            windows[todo], maxima[todo] = self._compute_window_weights(todo)
+            done[todo] = True
+        return windows[index], maxima[index]
+
+    def _compute_window_weights(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, H, E = self.g1.shape
         row = self.row[index, None]
         position = self.position[index, None] + self.offsets  # [n, W]
