@@ -50,24 +50,28 @@ def corpus(tmp_path):
     return write_corpus(tmp_path)
 
 
+def run_killed_at_batch(options, n: int, monkeypatch) -> None:
+    """Run the job until it is killed (KeyboardInterrupt) as batch `n` starts; later runs go on normally."""
+    process, calls = IndexJob._process, []
+
+    def dies_at_batch_n(self, batch, state):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        process(self, batch, state)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(IndexJob, "_process", dies_at_batch_n)
+        with pytest.raises(KeyboardInterrupt):
+            run_index(options)
+
+
 def test_killed_job_resumes_to_the_same_index(vd_tiny, corpus, tmp_path, monkeypatch):
     whole = tiny_options(vd_tiny.checkpoint, corpus, tmp_path / "whole.duckdb", checkpoint_every=40)
     run_index(whole)
     killed = tiny_options(vd_tiny.checkpoint, corpus, tmp_path / "killed.duckdb", checkpoint_every=40)
-    process = IndexJob._process
-    calls = []
-
-    def dies_at_batch_five(self, batch, state):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        process(self, batch, state)
-
-    monkeypatch.setattr(IndexJob, "_process", dies_at_batch_five)
-    with pytest.raises(KeyboardInterrupt):
-        run_index(killed)
+    run_killed_at_batch(killed, 5, monkeypatch)
     assert checkpoint_path(killed_out := tmp_path / "killed.duckdb").exists() and not killed_out.exists()
-    monkeypatch.setattr(IndexJob, "_process", process)
     run_index(killed)
     assert not checkpoint_path(killed_out).exists()
     assert_same_index(whole.out, killed.out, exact=True)
@@ -195,18 +199,7 @@ def test_resuming_with_another_model_is_refused(vd_tiny, corpus, tmp_path, monke
     from conftest import Conformance
 
     out = tmp_path / "out.duckdb"
-    process = IndexJob._process
-
-    def dies_at_batch_two(self, batch, state, calls=[]):  # noqa: B006
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        process(self, batch, state)
-
-    monkeypatch.setattr(IndexJob, "_process", dies_at_batch_two)
-    with pytest.raises(KeyboardInterrupt):
-        run_index(tiny_options(vd_tiny.checkpoint, corpus, out, checkpoint_every=1))
-    monkeypatch.setattr(IndexJob, "_process", process)
+    run_killed_at_batch(tiny_options(vd_tiny.checkpoint, corpus, out, checkpoint_every=1), 2, monkeypatch)
     hd = Conformance("monet-hd-tiny").checkpoint
     with pytest.raises(IndexJobError, match="another job .*config") as error:
         run_index(tiny_options(hd, corpus, out))
