@@ -268,13 +268,14 @@ def write_index(
             },
         )
         top_places, top_token_rows = [], []  # written after the loop, in their own orders
+        active_count = state.active_count  # derived from the histogram: summed once, not per use
         for group in range(n_groups):
             slots = slice(group * experts_per_group, (group + 1) * experts_per_group)
             top = _bank_rows(state.top, slots, reorder_by_weight=False)
             sample = _bank_rows(state.sample, slots, reorder_by_weight=True)
             for rows in (top, sample):
                 tokens.mark_windows(rows["address"], context)
-            active = (state.active_count[slots] > 0).nonzero().squeeze(1).cpu().numpy()
+            active = (active_count[slots] > 0).nonzero().squeeze(1).cpu().numpy()
             slot = active + group * experts_per_group
             top_tokens = _top_tokens(top, sample, tokens)
             labels = _labels(top, top_tokens, tokens, contents.vocab).reindex(slot).fillna("")
@@ -303,7 +304,7 @@ def write_index(
                     "expert": pa.array(expert, pa.uint32()),
                     "i": pa.array(expert // E, pa.uint16()),
                     "j": pa.array(expert % E, pa.uint16()),
-                    "active_count": pa.array(state.active_count[slot].cpu().numpy(), pa.uint64()),
+                    "active_count": pa.array(active_count[slot].cpu().numpy(), pa.uint64()),
                     "weight_sum": pa.array(state.weight_sum[slot].cpu().numpy(), pa.float64()),
                     "weight_max": pa.array(state.weight_max[slot].cpu().numpy(), pa.float32()),
                     "histogram": _list_array(state.histogram[slot].cpu().numpy(), pa.uint32()),
