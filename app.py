@@ -13,7 +13,7 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home, before gradio is imported
 
-from explorer.generate import Limits  # noqa: E402
+from explorer.app.generation import Limits  # noqa: E402
 from explorer.paths import EMBEDDED_INDEX_PATH, EMBEDDED_MODEL_DIR  # noqa: E402
 
 OPTIONS = [  # flag, environment variable, default, help
@@ -52,8 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_app(args: argparse.Namespace):
-    from explorer import ui
-    from explorer.service import AppSettings, Explorer
+    from explorer.app.explorer import AppSettings, Explorer
+    from explorer.web import ui
 
     limits = Limits(int(args.max_prompt_tokens), int(args.max_new_tokens), int(args.max_text_tokens))
     explorer = Explorer.load(AppSettings(args.model, args.index, args.device, args.dtype, limits))
@@ -62,7 +62,7 @@ def build_app(args: argparse.Namespace):
 
 
 def main(argv=None) -> None:
-    from explorer import ui
+    from explorer.web import ui
 
     args = parse_args(argv)
     demo, explorer = build_app(args)

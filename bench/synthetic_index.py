@@ -1,14 +1,13 @@
 """A synthetic expert index with the real schema, at any scale (the published one by default).
 
 Every expert of every group gets full top-K and sample banks, random statistics and domains,
-pointing into a synthetic corpus; the file is written by the real writer (precompute.index_store),
+pointing into a synthetic corpus; the file is written by the real writer (precompute.indexing.writer),
 so its size and write time are those of a real index of that shape. The app's benchmarks reuse it.
 
-    python bench/synthetic_index.py --out /tmp/synthetic.duckdb [--groups 6 --experts-per-side 512]
+    python -m bench.synthetic_index --out /tmp/synthetic.duckdb [--groups 6 --experts-per-side 512]
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -16,11 +15,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explorer import index_schema as schema  # noqa: E402
-from precompute.index_store import IndexContents, write_index  # noqa: E402
-from precompute.topk import ExpertState, make_address  # noqa: E402
+from explorer.index import schema
+from precompute.indexing.topk import ExpertState, make_address
+from precompute.indexing.writer import IndexContents, write_index
 
 DOMAINS = ["prose", "code", "german", "spanish", "science", "law"]
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from explorer.routing import Ablation, ExpertRef, ModelShape, sparse_expert_weights
+from explorer.model.ablation import Ablation
+from explorer.model.naming import ExpertRef, ModelShape
+from explorer.model.sparse import sparse_expert_weights
 
 
 @dataclass

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from index_corpus import tiny_options, write_corpus
 
-from explorer.generate import Limits
-from explorer.service import AppSettings, Explorer
+from explorer.app.explorer import AppSettings, Explorer
+from explorer.app.generation import Limits
 
 _BUILT: dict[str, Path] = {}
 LIMITS = Limits(max_prompt_tokens=64, max_new_tokens=24, max_text_tokens=128)
@@ -19,7 +19,7 @@ LIMITS = Limits(max_prompt_tokens=64, max_new_tokens=24, max_text_tokens=128)
 
 def build_app_index(folder: Path, checkpoint: Path) -> Path:
     if "index" not in _BUILT:
-        from precompute.index import run_index
+        from precompute.indexing.job import run_index
 
         corpus = write_corpus(folder)
         _BUILT["index"] = run_index(tiny_options(checkpoint, corpus, folder / "tiny.duckdb", no_embeddings=False))
@@ -45,7 +45,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def app_url(explorer):
     """The app served on a free localhost port in this process (a background thread), closed afterwards."""
-    from explorer import ui
+    from explorer.web import ui
 
     demo = ui.build(explorer, model_concurrency=2).queue(max_size=64, default_concurrency_limit=4)
     demo.launch(

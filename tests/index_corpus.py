@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from precompute.index import IndexOptions
+from precompute.indexing.job import IndexOptions
 
 DOCUMENTS = [
     ("prose", "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog again."),

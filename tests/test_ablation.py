@@ -5,7 +5,8 @@ import threading
 import pytest
 import torch
 
-from explorer.routing import Ablation, ExpertRef, ModelShape
+from explorer.model.ablation import Ablation
+from explorer.model.naming import ExpertRef, ModelShape
 
 
 @torch.no_grad()

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from explorer.expert_output import expert_output, post_attention_inputs, token_effects
-from explorer.generate import (
+from explorer.app.expert_output import expert_output, post_attention_inputs, token_effects
+from explorer.app.generation import (
     GenerationSettings,
     Limits,
     compare_on_text,
@@ -13,9 +13,11 @@ from explorer.generate import (
     removed_mass_share,
     side_by_side,
 )
-from explorer.inspect_prompt import experts_firing_most, inspect_prompt
-from explorer.routing import Ablation, ModelShape, dense_expert_weights
-from explorer.tokens import RequestRejected, encode, token_pieces
+from explorer.app.inspector import experts_firing_most, inspect_prompt
+from explorer.app.tokens import RequestRejected, encode, token_pieces
+from explorer.model.ablation import Ablation
+from explorer.model.naming import ModelShape
+from explorer.model.sparse import dense_expert_weights
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from app_fixtures import LIMITS, app_index, explorer  # noqa: F401  (fixtures)
 
-from explorer import pages
-from explorer.generate import GenerationSettings
-from explorer.service import AppSettings, Explorer
-from explorer.tokens import RequestRejected
+from explorer.app.explorer import AppSettings, Explorer
+from explorer.app.generation import GenerationSettings
+from explorer.app.tokens import RequestRejected
+from explorer.web import pages
 
 
 def busy_expert(loaded) -> str:
@@ -26,7 +26,7 @@ def test_missing_model_and_index_are_problems_not_crashes(tmp_path):
     with pytest.raises(RequestRejected, match="No model is loaded"):
         loaded.inspect("hello")
     assert "No model" in pages.facts_html(loaded)
-    from explorer import ui
+    from explorer.web import ui
 
     ui.build(loaded)  # the page still comes up
 
@@ -137,8 +137,8 @@ def test_search_by_token_text_and_meaning(explorer):  # noqa: F811
 
 
 def test_a_capped_text_search_says_how_much_it_searched(explorer, monkeypatch):  # noqa: F811
-    monkeypatch.setattr("explorer.index.TEXT_SEARCH_DOCUMENTS", 1)
-    monkeypatch.setattr("explorer.index.TEXT_SEARCH_FIRST_BATCH", 1)
+    monkeypatch.setattr("explorer.index.reader.TEXT_SEARCH_DOCUMENTS", 1)
+    monkeypatch.setattr("explorer.index.reader.TEXT_SEARCH_FIRST_BATCH", 1)
     result = explorer.search("e", mode="text", limit=100)  # "e" is in more than one document
     assert result.rows and "searched the 1 of" in result.message
 

@@ -6,64 +6,65 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from explorer import ablation_set, charts, views
-from explorer.pages import spec_from_event
-from explorer.routing import ModelShape
-from explorer.service import domain_verdict
-from explorer.tokens import RequestRejected
+from explorer.app import ablation_set
+from explorer.app.explorer import domain_verdict
+from explorer.app.tokens import RequestRejected
+from explorer.model.naming import ModelShape
+from explorer.web import charts, html
+from explorer.web.pages import spec_from_event
 
 SHAPE = ModelShape(num_layers=4, experts_per_side=16, layers_per_group=2)
 EVIL = '<script>alert("x")</script>&"\''
 
 
 def test_tokens_are_escaped_shaded_and_titled():
-    out = views.tokens_html(["a", EVIL, "\n"], [0.5, 1.0, 0.0], focus=1)
+    out = html.tokens_html(["a", EVIL, "\n"], [0.5, 1.0, 0.0], focus=1)
     assert "<script>" not in out and "&lt;script&gt;" in out
     assert re.findall(r"--w:([0-9.]+)", out) == ["0.500", "1.000", "0.000"]
-    assert 'title="weight 0.5000"' in out and "tok-focus" in out and views.NEWLINE in out
+    assert 'title="weight 0.5000"' in out and "tok-focus" in out and html.NEWLINE in out
 
 
 def test_clickable_tokens_carry_their_position():
-    out = views.tokens_html(["x", "y"], [1, 2], clickable=True, selected=1)
+    out = html.tokens_html(["x", "y"], [1, 2], clickable=True, selected=1)
     assert 'data-token="0"' in out and 'data-token="1"' in out and out.count("tok-selected") == 1
 
 
 def test_delta_tokens_use_red_for_less_likely():
-    out = views.delta_tokens_html(["a", "b"], [-1.0, 0.5], scale=2.0)
+    out = html.delta_tokens_html(["a", "b"], [-1.0, 0.5], scale=2.0)
     assert "tok-down" in out and "tok-up" in out and "--w:0.500" in out and "Δ log p = -1.000" in out
 
 
 def test_tables_link_every_row_to_its_expert():
     rows = [{"name": "G1/5", "label": EVIL, "density": 0.25}]
-    out = views.table_html(rows, [("name", "expert", str), ("label", "label", str), ("density", "d", views.percent)])
+    out = html.table_html(rows, [("name", "expert", str), ("label", "label", str), ("density", "d", html.percent)])
     assert 'data-expert="G1/5"' in out and 'href="?expert=G1/5"' in out and "25.0%" in out
     assert "<script>" not in out
-    assert "Nothing" in views.table_html([], [], "Nothing found.")
+    assert "Nothing" in html.table_html([], [], "Nothing found.")
 
 
 def test_density_map_is_a_png_with_marginals():
     density = np.zeros((16, 16))
     density[3, 4] = 0.5
     density[0, 0] = 0.01
-    out = views.density_map_html(density, group=1)
+    out = html.density_map_html(density, group=1)
     assert 'data-e="16"' in out and 'data-group="1"' in out and "data:image/png;base64," in out
     assert out.count("<rect") == 32 and "never active (254 of 256)" in out
 
 
 def test_colours_put_never_active_experts_apart():
-    rgb = views._colours(np.array([[0.0, 0.01], [0.1, 1.0]]))
+    rgb = html._colours(np.array([[0.0, 0.01], [0.1, 1.0]]))
     assert tuple(rgb[0, 0]) == (238, 240, 243)
     assert tuple(rgb[1, 1]) == (128, 0, 38) and tuple(rgb[0, 1]) == (255, 255, 204)
 
 
 def test_experts_without_contexts_say_so():
-    assert "No stored contexts" in views.context_rows_html([])
+    assert "No stored contexts" in html.context_rows_html([])
 
 
 def test_panels_and_summary_escape_model_text():
-    out = views.continuation_html("Plain", EVIL, EVIL, finished=False, kind="baseline")
+    out = html.continuation_html("Plain", EVIL, EVIL, finished=False, kind="baseline")
     assert "<script>" not in out and "cursor" in out
-    summary = views.effect_summary_html(10.0, 25.0, 0.0123, 40, "text")
+    summary = html.effect_summary_html(10.0, 25.0, 0.0123, 40, "text")
     assert "×2.50" in summary and "1.2%" in summary
 
 
@@ -100,7 +101,7 @@ def test_ablation_rows_columns_and_layers_expand():
 
 
 def test_ablation_domains_come_from_the_lookup():
-    from explorer.routing import ExpertRef
+    from explorer.model.naming import ExpertRef
 
     resolved = ablation_set.resolve("domain:code", SHAPE, lambda name: [ExpertRef(1, 2, 3, 16)])
     assert resolved.ablation.triples() == [(2, 2, 3), (3, 2, 3)]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from precompute import corpus
-from precompute.tokenizer import SPECIAL_TOKENS, save_tokenizer, train_tokenizer
+from precompute.corpus import build as corpus
+from precompute.training.tokenizer import SPECIAL_TOKENS, save_tokenizer, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "assets" / "corpus"

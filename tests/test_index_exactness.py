@@ -8,9 +8,9 @@ import torch
 from index_corpus import DOCUMENTS, tiny_options, write_corpus
 from transformers import AutoTokenizer
 
-from explorer.routing import dense_expert_weights
-from precompute.index import run_index
-from precompute.topk import make_address, sample_priority
+from explorer.model.sparse import dense_expert_weights
+from precompute.indexing.job import run_index
+from precompute.indexing.topk import make_address, sample_priority
 
 
 def brute_force(model, tokenizer, options):

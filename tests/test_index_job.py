@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from index_corpus import tiny_options, write_corpus
 
-from explorer.index import ExpertIndex
-from precompute.__main__ import main as cli
-from precompute.documents import CorpusError, read_documents
-from precompute.index import IndexJob, IndexJobError, checkpoint_path, merge_indexes, run_index
+from explorer.index.reader import ExpertIndex
+from precompute.cli import main as cli
+from precompute.corpus.documents import CorpusError, read_documents
+from precompute.indexing.job import IndexJob, IndexJobError, checkpoint_path, merge_indexes, run_index
 
 TABLES = {
     "examples": "grp, expert, kind, rank",

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from index_corpus import tiny_options, write_corpus
 
-from explorer.index import ExpertIndex, IndexUnavailable
-from precompute.__main__ import main
-from precompute.index import run_index
+from explorer.index.reader import ExpertIndex, IndexUnavailable
+from precompute.cli import main
+from precompute.indexing.job import run_index
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_search_text_is_parameterised(index):
 @pytest.mark.parametrize("first_batch", [64, 1])  # 1: one document, then 2, 4, ...: the early stop is exercised
 def test_search_text_finds_exactly_the_top_contexts_containing_it(index, monkeypatch, first_batch):
     """Against brute force: every top context's window text, searched with str.lower and `in`."""
-    monkeypatch.setattr("explorer.index.TEXT_SEARCH_FIRST_BATCH", first_batch)
+    monkeypatch.setattr("explorer.index.reader.TEXT_SEARCH_FIRST_BATCH", first_batch)
     windows = {}
     for group in range(2):
         for expert in index.most_active(group, 256)["expert"]:
@@ -170,7 +170,7 @@ def test_search_text_finds_exactly_the_top_contexts_containing_it(index, monkeyp
         assert list(zip(top3["grp"], top3["expert"], top3["rank"], strict=True)) == heaviest and top3.attrs["exact"]
     assert len(index.search_text("e", limit=10**6)) > 10  # a common letter: many contexts, all found
     assert index.search_text("").empty
-    monkeypatch.setattr("explorer.index.TEXT_SEARCH_DOCUMENTS", 2)
+    monkeypatch.setattr("explorer.index.reader.TEXT_SEARCH_DOCUMENTS", 2)
     capped = index.search_text("e", limit=10**6)
     assert capped.attrs["documents"][0] == 2 < capped.attrs["documents"][1] and not capped.attrs["exact"]
 

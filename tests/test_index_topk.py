@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from precompute.topk import EMPTY_ADDRESS, ExpertState, sample_priority
+from precompute.indexing.topk import EMPTY_ADDRESS, ExpertState, sample_priority
 
 N_SLOTS, K, SAMPLES, WINDOW = 12, 3, 2, 3
 EDGES = torch.logspace(-2, 0, 5, dtype=torch.float64)

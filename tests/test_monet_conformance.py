@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from explorer.monet import MonetConfig, MonetForCausalLM, MonetModel
+from explorer.model.monet import MonetConfig, MonetForCausalLM, MonetModel
 
 ATOL = 1e-4
 
@@ -108,7 +108,7 @@ def test_save_and_reload_round_trip(vd_tiny, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: bf16 conformance runs on a GPU")
 @torch.no_grad()
 def test_bf16_cuda_conformance(conformance):
-    from explorer.device import load_model
+    from explorer.model.device import load_model
 
     model = load_model(conformance.checkpoint, device="cuda", dtype="bfloat16")
     ids = conformance.input_ids.cuda()

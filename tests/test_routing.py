@@ -5,14 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from explorer.routing import (
-    ExpertRef,
-    ModelShape,
-    dense_expert_weights,
-    parse_expert_ref,
-    parse_expert_spec,
-    sparse_expert_weights,
-)
+from explorer.model.naming import ExpertRef, ModelShape, parse_expert_ref, parse_expert_spec
+from explorer.model.sparse import dense_expert_weights, sparse_expert_weights
 
 
 def random_routing(seed, B, T, H, E, topk):

@@ -8,15 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-pytest.importorskip("explorer.monet", reason="explorer/monet.py (the model) is not there yet")
-
-from safetensors.torch import load_file  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-
-import explorer  # noqa: E402,F401  (registers model_type "monet")
-from precompute.corpus import load_corpus  # noqa: E402
-from precompute.train import TrainConfig, learning_rate, pack, router_losses, train, train_batches  # noqa: E402
+import explorer  # noqa: F401  (registers model_type "monet")
+from precompute.corpus.build import load_corpus
+from precompute.training.train import TrainConfig, learning_rate, pack, router_losses, train, train_batches
 
 CORPUS = Path(__file__).resolve().parents[1] / "assets" / "corpus"
 

@@ -1,7 +1,7 @@
 """Writing an ExpertState to the DuckDB index file, and reading a finished file back (for merging shards
 and upgrading older schema versions).
 
-The schema is explorer.index_schema's. Besides copying the state, writing derives what only the
+The schema is explorer.index.schema's. Besides copying the state, writing derives what only the
 final top contexts can tell: the token store (tokens inside some example's window, each once), the
 top tokens per expert, an automatic label and, optionally, a sentence embedding per expert; and the
 lookup orders the reader needs at scale (examples_by_location, expert_tokens by token, doc_text).
@@ -21,8 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from explorer import index_schema as schema
-from precompute.topk import ADDRESS_SHIFT, EMPTY_ADDRESS, ExpertState, sample_priority
+from explorer.index import schema
+from precompute.indexing.topk import ADDRESS_SHIFT, EMPTY_ADDRESS, ExpertState, sample_priority
 
 TOP_TOKENS_PER_EXPERT = 16
 LABEL_TOKENS = 3
@@ -281,7 +281,7 @@ def write_index(
             labels = _labels(top, top_tokens, tokens, contents.vocab).reindex(slot).fillna("")
             expert = slot % experts_per_group
             if embed and len(slot):
-                from explorer.text_embedding import embed_texts
+                from explorer.index.embedding import embed_texts
 
                 texts = _context_texts(top, tokens, contents.vocab, context).reindex(slot).fillna("")
                 vectors = embed_texts([f"{label} | {text}" for label, text in zip(labels, texts, strict=True)])
@@ -388,7 +388,7 @@ def read_index_state(
 ) -> tuple[ExpertState, IndexContents]:
     """A finished index back as (state, contents): exactly what write_index was given, for merging and
     upgrading (`versions`: the schema versions accepted, among schema.STATE_READABLE_VERSIONS)."""
-    from explorer.index import ExpertIndex
+    from explorer.index.reader import ExpertIndex
 
     with ExpertIndex(path, versions) as index, index.cursor() as conn:
         meta = index.meta_dict()

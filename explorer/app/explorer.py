@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from explorer import ablation_set
-from explorer.expert_output import TokenEffects, token_effects
-from explorer.generate import AblationEffect, GenerationSettings, Limits, compare_on_text, side_by_side
-from explorer.index import Example, ExpertIndex, ExpertStats, IndexUnavailable
-from explorer.inspect_prompt import ACTIVE_WEIGHT, PromptInspection, experts_firing_most, inspect_prompt
-from explorer.routing import ExpertRef, ModelShape, parse_expert_ref
-from explorer.tokens import RequestRejected, encode, token_pieces
+from explorer.app import ablation_set
+from explorer.app.expert_output import TokenEffects, token_effects
+from explorer.app.generation import AblationEffect, GenerationSettings, Limits, compare_on_text, side_by_side
+from explorer.app.inspector import ACTIVE_WEIGHT, PromptInspection, experts_firing_most, inspect_prompt
+from explorer.app.tokens import RequestRejected, encode, token_pieces
+from explorer.index.reader import Example, ExpertIndex, ExpertStats, IndexUnavailable
+from explorer.model.naming import ExpertRef, ModelShape, parse_expert_ref
 
 MAX_QUERY_CHARS = 200
 SEARCH_MODES = {
@@ -188,7 +188,7 @@ class Explorer:
     def load(cls, settings: AppSettings) -> "Explorer":
         from transformers import AutoTokenizer
 
-        from explorer.device import load_model
+        from explorer.model.device import load_model
 
         problems, model, tokenizer, index = [], None, None, None
         try:
@@ -363,7 +363,7 @@ class Explorer:
     def token_effects(
         self, ref: ExpertRef, contexts: int = 16, n: int = 10
     ) -> tuple[TokenEffects, list[str], list[str]]:
-        """Promoted/suppressed tokens and their display texts (see explorer.expert_output)."""
+        """Promoted/suppressed tokens and their display texts (see explorer.app.expert_output)."""
         model = self._need_model()
         examples = self._need_index().top_examples(ref.group, ref.flat, contexts)
         effects = token_effects(model, ref.group, ref.i, ref.j, [(e.token_ids, e.highlight) for e in examples], n)

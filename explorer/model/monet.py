@@ -26,7 +26,8 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRMSNorm, LlamaRotaryEmbedding
 
-from explorer.routing import Ablation, ModelShape
+from explorer.model.ablation import Ablation
+from explorer.model.naming import ModelShape
 
 DECOMPOSITIONS = ("vertical", "horizontal")
 
@@ -357,7 +358,7 @@ class MonetForCausalLM(MonetPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> MonetCausalLMOutputWithPast:
-        r"""ablate: experts switched off for this call only: an `explorer.routing.Ablation`, or an iterable of
+        r"""ablate: experts switched off for this call only: an `explorer.model.ablation.Ablation`, or an iterable of
         `(layer, i, j)` triples (0-based decoder layer) and/or group specs such as "G5/147040" (every layer of
         that routing group). Weight set to zero, no renormalisation."""
         outputs = self.model(

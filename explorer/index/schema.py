@@ -1,4 +1,4 @@
-"""The expert index's DuckDB schema: one source of truth for the writer (precompute) and the reader (explorer.index).
+"""The expert index's DuckDB schema: one source of truth for the writer (precompute) and the reader.
 
 Every table and column carries its help text; `create_statements()` builds the DDL from it and
 `schema_markdown()` the documentation. Bump SCHEMA_VERSION on any change a reader would notice:

@@ -1,4 +1,4 @@
-"""The Gradio page: layout and event wiring only (what each event shows comes from explorer.pages).
+"""The Gradio page: layout and event wiring only (what each event shows comes from explorer.web.pages).
 
 Tabs: Overview (facts, density histogram, the E x E map), Search, Expert, Inspector, Switch off (live
 ablation). Clickable HTML (expert links, table rows, map cells, tokens) reports clicks through
@@ -9,10 +9,10 @@ the switched-off set is a textbox value (also mirrored into the URL, `?ablate=..
 
 import gradio as gr
 
-from explorer import api, pages, views
-from explorer.inspect_prompt import ACTIVE_WEIGHT
+from explorer.app.explorer import SEARCH_MODES, Explorer
+from explorer.app.inspector import ACTIVE_WEIGHT
 from explorer.paths import ASSETS_DIR
-from explorer.service import SEARCH_MODES, Explorer
+from explorer.web import api, html, pages
 
 STYLE = ASSETS_DIR / "style.css"
 MODEL = "model"  # concurrency group of everything that runs the model
@@ -147,7 +147,7 @@ def build(explorer: Explorer, model_concurrency: int = 2, index_concurrency: int
                     json_file = gr.DownloadButton("JSON", scale=0, min_width=90)
                     csv_file = gr.DownloadButton("CSV", scale=0, min_width=90)
                 header = gr.HTML(
-                    views.notice("Open an expert from the map, a search, the inspector or by name."),
+                    html.notice("Open an expert from the map, a search, the inspector or by name."),
                     elem_id="expert-header",
                 )
                 with gr.Row():

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from transformers.masking_utils import create_causal_mask
 
-from explorer.generate import on_gpu
-from explorer.routing import ModelShape
+from explorer.app.generation import on_gpu
+from explorer.model.naming import ModelShape
 
 
 @torch.no_grad()

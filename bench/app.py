@@ -12,29 +12,25 @@ laptop, which makes the inspector's overhead look larger, not smaller):
   c. prompt inspector on a 200-token prompt against a plain forward of the same model; goal <= 2x.
   d. overview: a group's E x E density map and its PNG, most/least active.
 
-Run: python bench/bench_app.py [--index PATH] [--hidden 256] [--repeats 20]
+Run: python -m bench.app [--index PATH] [--hidden 256] [--repeats 20]
 """
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.synthetic_index import build_synthetic_index  # noqa: E402
-from explorer import pages, views  # noqa: E402
-from explorer.generate import Limits  # noqa: E402
-from explorer.index import ExpertIndex  # noqa: E402
-from explorer.inspect_prompt import inspect_prompt  # noqa: E402
-from explorer.monet import MonetConfig, MonetForCausalLM  # noqa: E402
-from explorer.routing import ExpertRef  # noqa: E402
-from explorer.service import Explorer  # noqa: E402
+from bench.synthetic_index import build_synthetic_index
+from explorer.app.explorer import Explorer
+from explorer.app.generation import Limits
+from explorer.app.inspector import inspect_prompt
+from explorer.index.reader import ExpertIndex
+from explorer.model.monet import MonetConfig, MonetForCausalLM
+from explorer.model.naming import ExpertRef
+from explorer.web import html, pages
 
 PUBLISHED_ROUTING = dict(
     num_hidden_layers=24,
@@ -197,7 +193,7 @@ def main() -> None:
     print("\nd. overview")
     report("group density map (index)", timed(lambda n: index.group_density_map(n % groups), max(3, groups)))
     density = index.group_density_map(0)
-    report("E x E map as HTML (PNG + marginals)", timed(lambda n: views.density_map_html(density, 0), 5))
+    report("E x E map as HTML (PNG + marginals)", timed(lambda n: html.density_map_html(density, 0), 5))
     report("most and least active", timed(lambda n: explorer.most_and_least_active(n % groups), args.repeats))
 
 

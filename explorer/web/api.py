@@ -5,11 +5,11 @@ plain HTTP get the same answers as the page. Groups are numbered from 1 here (0 
 expert names. Errors come back as the same sentences the page shows.
 """
 
-from explorer.generate import GenerationSettings
-from explorer.inspect_prompt import ACTIVE_WEIGHT
-from explorer.pages import shows_errors
-from explorer.service import Explorer
-from explorer.tokens import RequestRejected
+from explorer.app.explorer import Explorer
+from explorer.app.generation import GenerationSettings
+from explorer.app.inspector import ACTIVE_WEIGHT
+from explorer.app.tokens import RequestRejected
+from explorer.web.pages import shows_errors
 
 
 def _group(explorer: Explorer, group: int) -> int | None:

@@ -10,30 +10,26 @@ Prints, for the model in assets/ (or --model):
 Experts are chosen on a sample of training windows and losses measured on the held-out split, so the
 selection never sees the text it is scored on.
 
-Run: python bench/bench_domains.py [--model assets/monet-embedded] [--windows 48]
+Run: python -m bench.domains [--model assets/monet-embedded] [--windows 48]
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from explorer.device import load_model  # noqa: E402
-from explorer.paths import EMBEDDED_CORPUS, EMBEDDED_MODEL_DIR  # noqa: E402
-from precompute.domain_experts import domain_removal, domain_routing  # noqa: E402
+from explorer.model.device import load_model
+from explorer.paths import EMBEDDED_CORPUS, EMBEDDED_MODEL_DIR
+from precompute.domain_experts import domain_removal, domain_routing
 
 
 def domain_windows(model_dir: Path, corpus: Path, split: str, seq_len: int, max_windows: int, seed: int = 0):
     """Token windows [n, seq_len] per domain from one split of the labelled corpus, a seeded sample."""
     from tokenizers import Tokenizer
 
-    from precompute.corpus import load_corpus
-    from precompute.train import encode_documents, pack
+    from precompute.corpus.build import load_corpus
+    from precompute.training.train import encode_documents, pack
 
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     docs = [d for d in load_corpus(corpus) if d["split"] == split]

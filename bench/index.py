@@ -10,24 +10,20 @@
      goal >= 1M tokens/min for the update; plus the state's memory.
   c. DuckDB write time and bytes per expert of a full-scale synthetic index (bench/synthetic_index.py).
 
-Run: python bench/bench_index.py [--model FOLDER] [--skip a,b,c] [--b-warm-tokens 10000000] [--c-groups 6]
+Run: python -m bench.index [--model FOLDER] [--skip a,b,c] [--b-warm-tokens 10000000] [--c-groups 6]
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.synthetic_index import build_synthetic_index  # noqa: E402
-from explorer.paths import EMBEDDED_CORPUS, EMBEDDED_MODEL_DIR  # noqa: E402
-from explorer.routing import sparse_expert_weights  # noqa: E402
-from precompute.index import (  # noqa: E402
+from bench.synthetic_index import build_synthetic_index
+from explorer.model.sparse import sparse_expert_weights
+from explorer.paths import EMBEDDED_CORPUS, EMBEDDED_MODEL_DIR, REPO_DIR
+from precompute.indexing.job import (
     BatchCandidates,
     Cursor,
     IndexJob,
@@ -35,9 +31,9 @@ from precompute.index import (  # noqa: E402
     retain_freed_memory,
     window_hashes,
 )
-from precompute.topk import ExpertState, make_address  # noqa: E402
+from precompute.indexing.topk import ExpertState, make_address
 
-CONFORMANCE_VD = REPO.parent / "shared" / "conformance" / "monet-vd-tiny" / "checkpoint"
+CONFORMANCE_VD = REPO_DIR.parent / "shared" / "conformance" / "monet-vd-tiny" / "checkpoint"
 SCALED_VD = dict(
     hidden_size=512,
     num_hidden_layers=8,
@@ -58,7 +54,7 @@ def scaled_model_folder(folder: Path) -> Path:
     """A random Monet scaled up from the conformance VD config, its tokenizer, router statistics calibrated."""
     import shutil
 
-    from explorer.monet import MonetConfig, MonetForCausalLM
+    from explorer.model.monet import MonetConfig, MonetForCausalLM
 
     config = MonetConfig.from_pretrained(CONFORMANCE_VD)
     for key, value in SCALED_VD.items():
@@ -225,7 +221,7 @@ def bench_topk_update(batch_tokens: int, warm_tokens: int, warm_batches: int) ->
     warm_s = sum(run_batch(doc=1 + n)[1] for n in range(warm_batches)) / warm_batches
     per_min = batch_tokens * 60
     print(f"    synthetic routing: {active / batch_tokens / G:.1f} active experts per token and group (weight >= 0.01)")
-    print(f"    sparse extraction (explorer.routing), 6 groups: {per_min / extract_s:,.0f} tokens/min")
+    print(f"    sparse extraction (explorer.model.sparse), 6 groups: {per_min / extract_s:,.0f} tokens/min")
     print(f"    top-k + sample + stats update, cold: {per_min / cold_s:,.0f} tokens/min (empty banks: all enter)")
     print(
         f"    top-k + sample + stats update, warm: {per_min / warm_s:,.0f} tokens/min"

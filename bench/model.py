@@ -7,23 +7,21 @@
      plus the peak memory of our ablation next to what the authors' dense expansion of g_hij needs.
   c. greedy generation tokens/s, ablated against plain, on a small model; goal >= 0.9.
 
-Run: python bench/bench_model.py [--tokens 2048] [--small-model FOLDER]
+Run: python -m bench.model [--tokens 2048] [--small-model FOLDER]
 """
 
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from explorer.monet import MonetConfig, MonetDecoderLayer  # noqa: E402
-from explorer.routing import Ablation, sparse_expert_weights  # noqa: E402
+from explorer.model.ablation import Ablation
+from explorer.model.monet import MonetConfig, MonetDecoderLayer
+from explorer.model.sparse import sparse_expert_weights
+from explorer.paths import REPO_DIR
 
 SHAPES_14B = dict(
     vocab_size=32000,
@@ -120,7 +118,7 @@ def ablation_extra_bytes(tokens, config, switched_off=1000):
 
 
 def bench_generation(model_dir, new_tokens=48, repeats=3):
-    from explorer.device import load_model
+    from explorer.model.device import load_model
 
     model = load_model(model_dir, device="cpu")
     config = model.config
@@ -154,10 +152,10 @@ def bench_generation(model_dir, new_tokens=48, repeats=3):
 
 
 def default_small_model():
-    embedded = REPO / "assets" / "monet-embedded"
+    embedded = REPO_DIR / "assets" / "monet-embedded"
     if (embedded / "config.json").exists():
         return embedded
-    return REPO.parent / "shared" / "conformance" / "monet-vd-tiny" / "checkpoint"
+    return REPO_DIR.parent / "shared" / "conformance" / "monet-vd-tiny" / "checkpoint"
 
 
 def main():

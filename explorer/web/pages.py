@@ -1,4 +1,4 @@
-"""What each page shows: an Explorer's answers rendered (explorer.views, explorer.charts) into component values.
+"""What each page shows: an Explorer's answers rendered (explorer.web.html, explorer.web.charts) into component values.
 
 ui.py wires these functions to components; they never touch Gradio layout. Known failures (bad
 input, no index, a corrupt file) become a gr.Error with the message alone (`shows_errors`), so the
@@ -18,12 +18,13 @@ import duckdb
 import gradio as gr
 import pandas as pd
 
-from explorer import ablation_set, charts, views
-from explorer.generate import GenerationSettings
-from explorer.index import IndexUnavailable
-from explorer.inspect_prompt import PromptInspection
-from explorer.service import SEARCH_MODES, ExpertPage, Explorer
-from explorer.tokens import RequestRejected
+from explorer.app import ablation_set
+from explorer.app.explorer import SEARCH_MODES, ExpertPage, Explorer
+from explorer.app.generation import GenerationSettings
+from explorer.app.inspector import PromptInspection
+from explorer.app.tokens import RequestRejected
+from explorer.index.reader import IndexUnavailable
+from explorer.web import charts, html
 
 log = logging.getLogger(__name__)
 EXPECTED_ERRORS = (RequestRejected, IndexUnavailable, duckdb.Error)
@@ -80,20 +81,20 @@ def group_choices(explorer: Explorer) -> list[tuple[str, int]]:
 
 # -- header and overview --------------------------------------------------------------------------------
 def problems_html(explorer: Explorer) -> str:
-    return "".join(views.notice(problem, "warning") for problem in explorer.problems)
+    return "".join(html.notice(problem, "warning") for problem in explorer.problems)
 
 
 def _fact(label: str, value) -> str:
     return (
-        f'<div class="fact"><span class="fact-label">{views.esc(label)}</span>'
-        f'<span class="fact-value">{views.esc(value)}</span></div>'
+        f'<div class="fact"><span class="fact-label">{html.esc(label)}</span>'
+        f'<span class="fact-value">{html.esc(value)}</span></div>'
     )
 
 
 def facts_html(explorer: Explorer) -> str:
     facts = explorer.facts()
     if explorer.model is None:
-        return views.notice("No model loaded.", "warning")
+        return html.notice("No model loaded.", "warning")
     model = [
         _fact("model", facts["model"]),
         _fact("decomposition", facts["decomposition"]),
@@ -115,7 +116,7 @@ def facts_html(explorer: Explorer) -> str:
             else (f" · {active[g]:,} experts ever active ({active[g] / facts['experts_per_layer']:.1%})")
         )
         groups.append(
-            f"<li><b>{views.esc(text.split(' = ')[0])}</b> = {views.esc(text.split(' = ')[1])}{views.esc(fired)}</li>"
+            f"<li><b>{html.esc(text.split(' = ')[0])}</b> = {html.esc(text.split(' = ')[1])}{html.esc(fired)}</li>"
         )
     cards = [
         f'<div class="card"><h3>Model</h3>{"".join(model)}</div>',
@@ -147,18 +148,18 @@ def density_chart(explorer: Explorer):
 
 
 def _expert_rows_html(frame: pd.DataFrame, empty: str) -> str:
-    columns = [("name", "expert", str), ("label", "label", str), ("density", "density", views.percent)]
-    return views.table_html(frame.to_dict("records"), columns, empty)
+    columns = [("name", "expert", str), ("label", "label", str), ("density", "density", html.percent)]
+    return html.table_html(frame.to_dict("records"), columns, empty)
 
 
 @shows_errors
 def overview_group(explorer: Explorer, group: int) -> tuple[str, str, str]:
     if explorer.index is None:
-        message = views.notice("The E x E map and the activity lists need an expert index.", "warning")
+        message = html.notice("The E x E map and the activity lists need an expert index.", "warning")
         return message, "", ""
     most, least = explorer.most_and_least_active(group)
     return (
-        views.density_map_html(explorer.group_density(group), group),
+        html.density_map_html(explorer.group_density(group), group),
         _expert_rows_html(most, "No active expert in this group."),
         _expert_rows_html(least, "No active expert in this group."),
     )
@@ -173,33 +174,33 @@ def spec_from_event(data: dict) -> str:
 
 # -- expert page ------------------------------------------------------------------------------------------
 def _chip(text: str, value: str = "") -> str:
-    shown = views.esc(text.replace("\n", views.NEWLINE).replace(" ", "\u2423")) or "∅"
-    extra = f'<span class="chip-value">{views.esc(value)}</span>' if value else ""
+    shown = html.esc(text.replace("\n", html.NEWLINE).replace(" ", "\u2423")) or "∅"
+    extra = f'<span class="chip-value">{html.esc(value)}</span>' if value else ""
     return f'<span class="chip"><span class="chip-text">{shown}</span>{extra}</span>'
 
 
 def _expert_header(page: ExpertPage) -> str:
     s, ref = page.stats, page.ref
     layers = f"{page.layers[0]}-{page.layers[-1]}" if len(page.layers) > 1 else f"{page.layers[0]}"
-    label = f'<div class="expert-label">{views.esc(s.label)}</div>' if s.label else ""
+    label = f'<div class="expert-label">{html.esc(s.label)}</div>' if s.label else ""
     verdict_kind = "specialised" if page.verdict.specialised_in else "plain"
     facts = (
-        f"routing group G{ref.group + 1} = layers {layers} · density {views.percent(s.density)} "
+        f"routing group G{ref.group + 1} = layers {layers} · density {html.percent(s.density)} "
         f"({s.active_count:,} tokens) · mean active weight {s.mean_active_weight:.3f} · max {s.max_weight:.3f}"
     )
     return (
-        f'<div class="expert-head"><div class="expert-title"><span class="expert-name">{views.esc(ref)}</span>'
-        f'<span class="expert-pair">{views.esc(ref.pair_label)}</span></div>{label}'
-        f'<div class="expert-facts">{views.esc(facts)}</div>'
-        f'<div class="verdict verdict-{verdict_kind}">{views.esc(page.verdict.text)}</div>'
-        f'<div class="deep-link">Link to this page: <code>?expert={views.esc(ref)}</code></div></div>'
+        f'<div class="expert-head"><div class="expert-title"><span class="expert-name">{html.esc(ref)}</span>'
+        f'<span class="expert-pair">{html.esc(ref.pair_label)}</span></div>{label}'
+        f'<div class="expert-facts">{html.esc(facts)}</div>'
+        f'<div class="verdict verdict-{verdict_kind}">{html.esc(page.verdict.text)}</div>'
+        f'<div class="deep-link">Link to this page: <code>?expert={html.esc(ref)}</code></div></div>'
     )
 
 
 def _siblings_html(page: ExpertPage) -> str:
-    columns = [("name", "expert", str), ("label", "label", str), ("density", "density", views.percent)]
-    row = views.table_html(page.same_row.to_dict("records"), columns, "No other active expert in this row.")
-    column = views.table_html(page.same_column.to_dict("records"), columns, "No other active expert in this column.")
+    columns = [("name", "expert", str), ("label", "label", str), ("density", "density", html.percent)]
+    row = html.table_html(page.same_row.to_dict("records"), columns, "No other active expert in this row.")
+    column = html.table_html(page.same_column.to_dict("records"), columns, "No other active expert in this column.")
     return (
         f'<div class="siblings"><div><h4>Same row i = {page.ref.i} (first routing side)</h4>{row}</div>'
         f"<div><h4>Same column j = {page.ref.j} (second routing side)</h4>{column}</div></div>"
@@ -257,11 +258,11 @@ def expert_view(explorer: Explorer, spec: str) -> dict:
     return {
         "name": str(ref),
         "header": _expert_header(page),
-        "contexts": views.context_rows_html(page.top),
-        "samples": views.context_rows_html(page.samples, show_quantile=True),
+        "contexts": html.context_rows_html(page.top),
+        "samples": html.context_rows_html(page.samples, show_quantile=True),
         "histogram": charts.weight_histogram(page.histogram),
         "domains": charts.domain_bars(page.domains, page.verdict.specialised_in) if len(page.domains) else None,
-        "top_tokens": f'<div class="chips">{top_tokens}</div>' if top_tokens else views.notice("No top tokens."),
+        "top_tokens": f'<div class="chips">{top_tokens}</div>' if top_tokens else html.notice("No top tokens."),
         "siblings": _siblings_html(page),
         "json": json_path,
         "csv": csv_path,
@@ -284,18 +285,18 @@ def expert_extras(explorer: Explorer, spec: str) -> tuple[str, str]:
             f"the next-token logits per unit weight; later layers ignored).</p>"
         )
     else:
-        effects_html = views.notice("No stored contexts to measure its output on.")
+        effects_html = html.notice("No stored contexts to measure its output on.")
     try:
         similar = explorer.similar_experts(ref)
         columns = [
             ("name", "expert", str),
             ("label", "label", str),
             ("score", "similarity", lambda v: f"{v:.2f}"),
-            ("density", "density", views.percent),
+            ("density", "density", html.percent),
         ]
-        similar_html = views.table_html(similar, columns, "No similar experts.")
+        similar_html = html.table_html(similar, columns, "No similar experts.")
     except IndexUnavailable as error:
-        similar_html = views.notice(str(error))
+        similar_html = html.notice(str(error))
     return effects_html, similar_html
 
 
@@ -306,13 +307,13 @@ def search_view(explorer: Explorer, query: str, mode: str, group: int | None) ->
     columns = [
         ("name", "expert", str),
         ("label", "label", str),
-        ("density", "density", views.percent),
+        ("density", "density", html.percent),
         ("evidence", "why it matched", str),
     ]
-    status = views.notice(
+    status = html.notice(
         f"{result.message} · {len(result.rows)} result(s) · searched by {result.mode} ({SEARCH_MODES[result.mode]})"
     )
-    return status, views.table_html(result.rows, columns, "No expert matches.")
+    return status, html.table_html(result.rows, columns, "No expert matches.")
 
 
 # -- prompt inspector ------------------------------------------------------------------------------------
@@ -324,7 +325,7 @@ def inspector_tokens_html(inspection: PromptInspection, selected: int | None) ->
         per_group = ", ".join(f"G{g + 1} {n}" for g, n in enumerate(counts[t]))
         return f"{totals[t]} active experts ({per_group}) · click to list them"
 
-    return views.tokens_html(
+    return html.tokens_html(
         inspection.tokens, totals.tolist(), label=label, clickable=True, selected=selected, break_lines=True
     )
 
@@ -336,16 +337,16 @@ def token_experts_html(explorer: Explorer, inspection: PromptInspection, t: int)
         layers = inspection.shape.group_layers(g)
         heaviest = experts[0].weight if experts else 1.0
         rows = "".join(
-            f'<div class="active-expert" data-expert="{views.esc(e.name)}">{views.expert_link(e.name)}'
+            f'<div class="active-expert" data-expert="{html.esc(e.name)}">{html.expert_link(e.name)}'
             f'<span class="bar" style="--w:{e.weight / heaviest:.3f}"></span>'
-            f'<span class="weight">{e.weight:.3f}</span><span class="heads">{views.esc(e.heads_text())}</span></div>'
+            f'<span class="weight">{e.weight:.3f}</span><span class="heads">{html.esc(e.heads_text())}</span></div>'
             for e in experts[:EXPERTS_SHOWN_PER_GROUP]
         )
         more = len(experts) - EXPERTS_SHOWN_PER_GROUP
         rows += f'<div class="hint">… and {more} more</div>' if more > 0 else ""
         columns.append(
             f'<div class="group-column"><h4>G{g + 1} · layers {layers[0]}-{layers[-1]} · '
-            f"{len(experts)} active</h4>{rows or views.notice('none above the threshold')}</div>"
+            f"{len(experts)} active</h4>{rows or html.notice('none above the threshold')}</div>"
         )
     return (
         f'<div class="token-experts"><div class="token-title">Token {t}: {_chip(inspection.tokens[t])} · '
@@ -372,9 +373,9 @@ def token_view(explorer: Explorer, inspection: PromptInspection | None, t: int) 
 # -- switching experts off -------------------------------------------------------------------------------
 def ablation_summary(explorer: Explorer, text: str) -> str:
     try:
-        return views.notice(explorer.resolve_ablation(text).summary())
+        return html.notice(explorer.resolve_ablation(text).summary())
     except EXPECTED_ERRORS as error:
-        return views.notice(str(error), "error")
+        return html.notice(str(error), "error")
 
 
 def add_to_set(text: str, items: list[str]) -> str:
@@ -415,8 +416,8 @@ def add_firing(explorer: Explorer, text: str, pasted: str, n: float) -> str:
 
 def _panels(prompt: str, baseline: str, ablated: str, finished: bool) -> tuple[str, str]:
     return (
-        views.continuation_html("Plain model", prompt, baseline, finished, "baseline"),
-        views.continuation_html("Experts switched off", prompt, ablated, finished, "ablated"),
+        html.continuation_html("Plain model", prompt, baseline, finished, "baseline"),
+        html.continuation_html("Experts switched off", prompt, ablated, finished, "ablated"),
     )
 
 
@@ -430,11 +431,11 @@ def generate_view(
         gr.Warning("The switched-off set is empty: both sides run the plain model.")
     for update in explorer.generate(prompt, ablation_text, settings):
         baseline, ablated = _panels(prompt, update.baseline_text, update.ablated_text, update.finished)
-        effect_html = views.notice("Generating…") if not update.finished else ""
+        effect_html = html.notice("Generating…") if not update.finished else ""
         if update.effect is not None:
             e = update.effect
             effect_html = (
-                views.effect_summary_html(
+                html.effect_summary_html(
                     e.baseline_perplexity,
                     e.ablated_perplexity,
                     e.removed_mass_share,
@@ -443,7 +444,7 @@ def generate_view(
                 )
                 + '<div class="delta-title">Each token of the plain continuation, shaded by how much less '
                 "(red) or more (blue) likely the ablated model finds it (full colour: 2 nats or more); "
-                "hover for Δ log p.</div>" + views.delta_tokens_html(update.effect_pieces, e.deltas)
+                "hover for Δ log p.</div>" + html.delta_tokens_html(update.effect_pieces, e.deltas)
             )
         yield baseline, ablated, effect_html
 
@@ -453,9 +454,9 @@ def measure_view(explorer: Explorer, text: str, ablation_text: str) -> str:
     measured = explorer.measure_text(text, ablation_text)
     e = measured.effect
     return (
-        views.effect_summary_html(
+        html.effect_summary_html(
             e.baseline_perplexity, e.ablated_perplexity, e.removed_mass_share, len(e.token_ids), "the given text"
         )
-        + views.notice(measured.summary)
-        + views.delta_tokens_html(measured.pieces, e.deltas)
+        + html.notice(measured.summary)
+        + html.delta_tokens_html(measured.pieces, e.deltas)
     )

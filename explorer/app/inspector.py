@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explorer.generate import on_gpu
-from explorer.routing import ExpertRef, ModelShape, sparse_expert_weights
+from explorer.app.generation import on_gpu
+from explorer.model.naming import ExpertRef, ModelShape
+from explorer.model.sparse import sparse_expert_weights
 
 ACTIVE_WEIGHT = 1e-2  # the authors' threshold for an "active" expert
 

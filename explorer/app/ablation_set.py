@@ -14,8 +14,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from explorer.routing import Ablation, ExpertRef, ModelShape, parse_expert_spec
-from explorer.tokens import RequestRejected
+from explorer.app.tokens import RequestRejected
+from explorer.model.ablation import Ablation
+from explorer.model.naming import ExpertRef, ModelShape, parse_expert_spec
 
 MAX_SWITCHED_OFF_PER_LAYER = 20_000  # memory of the ablated forward grows with tokens x heads x this
 

@@ -49,9 +49,9 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from explorer.monet import MonetConfig, MonetForCausalLM
-from precompute.corpus import load_corpus
-from precompute.tokenizer import SPECIAL_TOKENS, save_tokenizer, train_tokenizer
+from explorer.model.monet import MonetConfig, MonetForCausalLM
+from precompute.corpus.build import load_corpus
+from precompute.training.tokenizer import SPECIAL_TOKENS, save_tokenizer, train_tokenizer
 
 BOS, EOS = SPECIAL_TOKENS.index("<s>"), SPECIAL_TOKENS.index("</s>")
 SELECTION_TEMPERATURE = 0.1  # of the smooth selection indicator, in units of the normalised router score

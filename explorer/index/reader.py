@@ -1,4 +1,4 @@
-"""The read API of the expert index: the only code that reads the DuckDB file (schema: explorer.index_schema).
+"""The read API of the expert index: the only code that reads the DuckDB file (schema: explorer.index.schema).
 
     index = ExpertIndex("assets/monet-embedded.duckdb")
     index.stats(4, 147040); index.top_examples(4, 147040, k=10); index.search_text("San Francisco")
@@ -21,8 +21,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from explorer import index_schema as schema
-from explorer.routing import ExpertRef
+from explorer.index import schema
+from explorer.model.naming import ExpertRef
 
 EXAMPLE_CACHE_EXPERTS = 64
 JOIN_FILTER_VALUES = 5_000
@@ -91,7 +91,7 @@ class Example:
         return "".join(self.tokens)
 
 
-_NAME_SQL = "'G' || (grp + 1) || '/' || expert"  # the paper's name, as str(explorer.routing.ExpertRef)
+_NAME_SQL = "'G' || (grp + 1) || '/' || expert"  # the paper's name, as str(explorer.model.naming.ExpertRef)
 
 
 class ExpertIndex:
@@ -524,7 +524,7 @@ class ExpertIndex:
             raise IndexUnavailable(
                 f"{self.path} was built with --no-embeddings: rebuild it with embeddings for semantic search."
             )
-        from explorer.text_embedding import embed_texts
+        from explorer.index.embedding import embed_texts
 
         vector = embed_texts([query])[0].tolist()
         return self._scored(

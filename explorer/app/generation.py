@@ -8,7 +8,7 @@ RNG, so concurrent users never disturb each other. `compare_on_text` scores a te
 the ablation: per-token log-probabilities, perplexities, and the share of routing mass removed.
 
 On a Hugging Face ZeroGPU Space (package `spaces` importable) the model-running entry points are
-wrapped in `spaces.GPU`; elsewhere the model runs where `explorer.device.load_model` put it.
+wrapped in `spaces.GPU`; elsewhere the model runs where `explorer.model.device.load_model` put it.
 """
 
 from collections.abc import Iterator
@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from explorer.routing import Ablation, ModelShape
-from explorer.tokens import RequestRejected
+from explorer.app.tokens import RequestRejected
+from explorer.model.ablation import Ablation
+from explorer.model.naming import ModelShape
 
 try:  # ZeroGPU: a GPU is attached only while a decorated function runs
     import spaces

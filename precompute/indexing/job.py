@@ -5,12 +5,12 @@
 
 Documents are tokenized, cut into windows of --seq-len tokens and run in batches (right-padded,
 no attention mask needed: attention is causal, so padding never reaches a real token). Per routing
-group, the sparse expert weights >= --min-weight feed ExpertState (precompute.topk). Every
+group, the sparse expert weights >= --min-weight feed ExpertState (precompute.indexing.topk). Every
 --checkpoint-every tokens the state and the corpus position are saved atomically beside --out; a
 rerun with the same settings resumes there and produces the same index as an uninterrupted run.
 --shard k/n keeps the documents whose index % n == k; `merge` combines shard files exactly.
 At the end the corpus is read once more for the documents that hold examples (their tokens are
-not kept during the run) and the index is written (precompute.index_store).
+not kept during the run) and the index is written (precompute.indexing.writer).
 """
 
 import ctypes
@@ -29,14 +29,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from explorer import index_schema as schema
-from explorer.device import load_model, pick_device, pick_dtype
-from explorer.index import IndexUnavailable
+from explorer.index import schema
+from explorer.index.reader import IndexUnavailable
+from explorer.model.device import load_model, pick_device, pick_dtype
+from explorer.model.naming import ModelShape
+from explorer.model.sparse import sparse_expert_weights
 from explorer.paths import EMBEDDED_CORPUS, EMBEDDED_INDEX_PATH, EMBEDDED_MODEL_DIR
-from explorer.routing import ModelShape, sparse_expert_weights
-from precompute.documents import CorpusError, Document, describe_corpus, read_documents
-from precompute.index_store import IndexContents, read_index_state, write_index
-from precompute.topk import ExpertState, make_address, quantise_window, window_hash
+from precompute.corpus.documents import CorpusError, Document, describe_corpus, read_documents
+from precompute.indexing.topk import ExpertState, make_address, quantise_window, window_hash
+from precompute.indexing.writer import IndexContents, read_index_state, write_index
 
 HISTOGRAM_BINS = 16
 
@@ -419,7 +420,7 @@ class IndexJob:
 
 
 def _embedding_model_name() -> str:
-    from explorer.text_embedding import EMBEDDING_MODEL
+    from explorer.index.embedding import EMBEDDING_MODEL
 
     return EMBEDDING_MODEL
 
@@ -485,7 +486,7 @@ def retain_freed_memory() -> None:
 
     Every batch allocates and frees the same few-MB temporaries per group. By default glibc unmaps
     them on free and the next batch faults the pages back in, which cost a fifth to a third of a
-    warm top-k update on a 2-core CPU (bench/bench_index.py b). A no-op where libc is not glibc."""
+    warm top-k update on a 2-core CPU (python -m bench.index, part b). A no-op where libc is not glibc."""
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):

@@ -1,0 +1,129 @@
+"""Dense ⇄ sparse expert weights: w_ij = sum_h g1[h, i] * g2[h, j] as flat lists of the non-zero entries.
+
+At the published scale a layer has E*E = 262,144 experts; a token's non-zero weights are at most
+H * k1 * k2 pairs, so they are formed from the router's selected entries, never as a dense tensor.
+"""
+
+from typing import NamedTuple
+
+import torch
+
+
+class SparseExpertWeights(NamedTuple):
+    """Every non-zero expert weight of a batch, as flat parallel tensors."""
+
+    row: torch.Tensor  # int64, batch row
+    position: torch.Tensor  # int64, position in the model's input
+    expert: torch.Tensor  # int64, flat id i * E + j
+    weight: torch.Tensor  # float32, w_ij = sum_h g1[h, i] * g2[h, j]
+
+
+def dense_expert_weights(g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+    """The definition, [..., E*E]: for tests and tiny models only (E*E = 262,144 at published scale)."""
+    return torch.einsum("...hi,...hj->...ij", g1, g2).flatten(-2)
+
+
+def _selected_entries(g: torch.Tensor, other: torch.Tensor, min_weight: float):
+    """The entries of g [N, H, E] that can take part in a kept pair, in (token, head, e) order:
+    (segment = token * H + head, e, value). With a `min_weight`, an entry e is dropped (in all heads) where
+    sum_h g[h, e] * max(other[h]) < min_weight: that bounds every w it takes part in, so no pair reaching
+    `min_weight` loses a term (a little slack covers float sums taken in another order)."""
+    E = g.shape[-1]
+    selected = g > 0
+    if min_weight > 0:
+        bound = torch.einsum("nhe,nh->ne", g, other.amax(-1))
+        selected &= (bound >= min_weight * (1 - 1e-5)).unsqueeze(1)
+    flat = selected.view(-1).nonzero().squeeze(1)
+    return flat // E, flat % E, g.view(-1).index_select(0, flat)
+
+
+def _heads_by_entry(segment: torch.Tensor, e: torch.Tensor, N: int, H: int, E: int) -> torch.Tensor:
+    """[N * E] int64 bitmask: bit h is set where head h selects entry e of that token."""
+    heads = torch.zeros(N * E, dtype=torch.long, device=e.device)
+    return heads.index_add_(0, segment // H * E + e, 1 << (segment % H))
+
+
+def sparse_expert_weights(
+    g1: torch.Tensor, g2: torch.Tensor, min_weight: float = 0.0, max_chunk_pairs: int = 1 << 23
+) -> SparseExpertWeights:
+    """Non-zero w_ij of every token from (g1, g2) [B, T, H, E], never building [tokens, E*E].
+
+    Each head selects a few entries per side, so each (token, head) proposes k1 * k2 candidate pairs.
+    A pair selected by several heads is kept once, by its first head (a bitmask of the heads selecting
+    each entry tells which), and only those rare pairs pay for the full sum over heads. Weights below
+    `min_weight` (or zero) are dropped; with a `min_weight`, entries that cannot reach it are pruned
+    before any pair is formed (exactly: see `_selected_entries`), which removes about 95% of the
+    candidate pairs on router-like inputs. Pairs are formed in chunks of about `max_chunk_pairs`, so
+    memory stays bounded for any batch.
+    """
+    if g1.shape != g2.shape or g1.dim() != 4:
+        raise ValueError(f"g1 and g2 must both be [B, T, H, E]; got {tuple(g1.shape)} and {tuple(g2.shape)}.")
+    B, T, H, E = g1.shape
+    if H > 62:
+        raise ValueError(f"At most 62 router heads are supported (a head bitmask is int64); got {H}.")
+    N = B * T
+    g1, g2 = g1.reshape(N, H, E).float(), g2.reshape(N, H, E).float()
+    segment1, i, value1 = _selected_entries(g1, g2, min_weight)
+    segment2, j, value2 = _selected_entries(g2, g1, min_weight)
+    heads1, heads2 = _heads_by_entry(segment1, i, N, H, E), _heads_by_entry(segment2, j, N, H, E)
+    # per entry, once (a pair then costs a few gathers of these): the heads other than its own that select
+    # the side-1 entry, those of them before its own head, and every head selecting the side-2 entry
+    token1, own1 = segment1 // H, 1 << (segment1 % H)
+    others1 = heads1.index_select(0, token1 * E + i) & ~own1
+    sides = _Entries(
+        token1, i, value1, others1, others1 & (own1 - 1), j, value2, heads2.index_select(0, segment2 // H * E + j)
+    )
+    count2 = torch.bincount(segment2, minlength=N * H)  # side-2 entries of each (token, head), stored in order
+    start2 = count2.cumsum(0) - count2
+    pairs = count2.index_select(0, segment1)  # pairs each side-1 entry proposes
+    first_pair = pairs.cumsum(0) - pairs
+    partner_base = start2.index_select(0, segment1) - first_pair  # side-2 entry of pair p: partner_base + p
+    chunk_of_entry = first_pair // max_chunk_pairs  # non-decreasing
+    parts, lo = [], 0
+    for size in torch.unique_consecutive(chunk_of_entry, return_counts=True)[1].tolist():
+        entry = torch.arange(lo, lo + size, device=g1.device).repeat_interleave(pairs[lo : lo + size])
+        pair = torch.arange(entry.numel(), device=g1.device) + first_pair[lo]
+        parts.append(_pair_weights(g1, g2, sides, entry, partner_base.index_select(0, entry) + pair, min_weight))
+        lo += size
+    if not parts:
+        empty = torch.empty(0, dtype=torch.long, device=g1.device)
+        return SparseExpertWeights(empty, empty, empty, torch.empty(0, device=g1.device))
+    token, i, j, weight = (torch.cat(column) for column in zip(*parts, strict=True))
+    return SparseExpertWeights(token // T, token % T, i * E + j, weight)
+
+
+class _Entries(NamedTuple):
+    """Selected entries of both sides, with their head bitmasks (see sparse_expert_weights)."""
+
+    token1: torch.Tensor
+    i: torch.Tensor
+    value1: torch.Tensor
+    others1: torch.Tensor  # heads other than the entry's own selecting (token, i)
+    earlier1: torch.Tensor  # those of them numbered before its own head
+    j: torch.Tensor
+    value2: torch.Tensor
+    heads2: torch.Tensor  # every head selecting (token, j)
+
+
+def _pair_weights(g1, g2, sides: _Entries, entry, partner, min_weight):
+    """(token, i, j, weight) of candidate pairs (side-1 entry, side-2 entry of the same token and head):
+    a pair also selected by an earlier head is dropped, so each (i, j) appears once."""
+    heads2 = sides.heads2.index_select(0, partner)
+    first = ((sides.earlier1.index_select(0, entry) & heads2) == 0).nonzero().squeeze(1)
+    entry, partner, heads2 = entry.index_select(0, first), partner.index_select(0, first), heads2.index_select(0, first)
+    weight = sides.value1.index_select(0, entry) * sides.value2.index_select(0, partner)
+    multi = ((sides.others1.index_select(0, entry) & heads2) != 0).nonzero().squeeze(1)  # other heads select it too
+    if multi.numel():
+        t, mi, mj = (
+            x.index_select(0, y)
+            for x, y in ((sides.token1, entry[multi]), (sides.i, entry[multi]), (sides.j, partner[multi]))
+        )
+        weight[multi] = (g1[t, :, mi] * g2[t, :, mj]).sum(-1)  # the full sum over heads
+    if min_weight > 0:
+        strong = (weight >= min_weight).nonzero().squeeze(1)
+        entry, partner, weight = (
+            entry.index_select(0, strong),
+            partner.index_select(0, strong),
+            weight.index_select(0, strong),
+        )
+    return sides.token1.index_select(0, entry), sides.i.index_select(0, entry), sides.j.index_select(0, partner), weight
