@@ -1,7 +1,16 @@
-"""Shared fixtures: the reference conformance checkpoints in ../shared (CI has them beside the clone)."""
+"""Fixtures of every test folder, registered here (test modules never import each other).
+
+Everything the tests need ships in tests/fixtures/, so a bare clone runs the whole suite:
+- conformance/: the reference checkpoints (a copy of the project's shared conformance data; .ci/run
+  checks the copy still equals ../shared where that folder exists);
+- tiny_corpus.jsonl: a small labelled corpus that the index, app and web tests index with the tiny VD model;
+- golden/: expected rows and rendered HTML of that tiny index (`pytest --update-golden` rewrites them).
+"""
 
 import json
 import os
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -10,19 +19,16 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import explorer  # noqa: E402,F401  (registers model_type "monet")
+import explorer as _registers_monet  # noqa: E402,F401  (registers model_type "monet")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MONET_SHARED", REPO.parent / "shared"))
-CONFORMANCE = SHARED / "conformance"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CONFORMANCE = FIXTURES / "conformance"
 CONFORMANCE_NAMES = ("monet-vd-tiny", "monet-hd-tiny")
+TINY_CORPUS = FIXTURES / "tiny_corpus.jsonl"
 
 
-def conformance_dir(name: str) -> Path:
-    folder = CONFORMANCE / name
-    if not (folder / "checkpoint" / "config.json").exists():
-        pytest.skip(f"conformance fixtures not found at {folder}: put the project's shared/ folder beside the repo")
-    return folder
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", help="rewrite tests/fixtures/golden from this run")
 
 
 class Conformance:
@@ -32,7 +38,7 @@ class Conformance:
         from safetensors.torch import load_file
 
         self.name = name
-        self.folder = conformance_dir(name)
+        self.folder = CONFORMANCE / name
         self.checkpoint = self.folder / "checkpoint"
         self.cases = json.loads((self.folder / "cases.json").read_text())
         self.expected = load_file(self.folder / "expected.safetensors")
@@ -56,5 +62,107 @@ def vd_tiny() -> Conformance:
 
 
 @pytest.fixture(scope="session")
+def hd_tiny() -> Conformance:
+    return Conformance("monet-hd-tiny")
+
+
+@pytest.fixture(scope="session")
 def model(conformance):
     return conformance.load_model()
+
+
+# -- the tiny labelled corpus and index ------------------------------------------------------------------
+@dataclass(frozen=True)
+class TinyDocument:
+    domain: str
+    text: str
+
+
+@pytest.fixture(scope="session")
+def tiny_documents() -> list[TinyDocument]:
+    rows = [json.loads(line) for line in TINY_CORPUS.read_text().splitlines()]
+    return [TinyDocument(row["domain"], row["text"]) for row in rows]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus_file() -> Path:
+    """The shipped tiny corpus, read-only."""
+    return TINY_CORPUS
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path) -> Path:
+    """A private copy of the tiny corpus (tests may append bad lines to it)."""
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(TINY_CORPUS.read_text())
+    return path
+
+
+@pytest.fixture(scope="session")
+def index_options():
+    """index_options(checkpoint, corpus, out, **overrides) -> IndexOptions of a seconds-long index job."""
+    from precompute.indexing.job import IndexOptions
+
+    def make(checkpoint: Path, corpus: Path, out: Path, **overrides) -> IndexOptions:
+        settings = dict(
+            model=str(checkpoint),
+            corpus=str(corpus),
+            out=str(out),
+            seq_len=24,
+            batch_size=3,
+            top_k=4,
+            samples=3,
+            context=3,
+            min_weight=0.01,
+            device="cpu",
+            dtype="float32",
+            checkpoint_every=10**9,
+            no_embeddings=True,
+            quiet=True,
+        )
+        return IndexOptions(**{**settings, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def app_index(tmp_path_factory, vd_tiny, index_options, tiny_corpus_file) -> Path:
+    """The tiny corpus indexed once per session with the tiny VD model, embeddings included."""
+    from precompute.indexing.job import run_index
+
+    folder = tmp_path_factory.mktemp("app-index")
+    return run_index(index_options(vd_tiny.checkpoint, tiny_corpus_file, folder / "tiny.duckdb", no_embeddings=False))
+
+
+# -- the app ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def limits():
+    from explorer.app.generation import Limits
+
+    return Limits(max_prompt_tokens=64, max_new_tokens=24, max_text_tokens=128)
+
+
+@pytest.fixture(scope="session")
+def explorer(app_index, vd_tiny, limits):
+    from explorer.app.explorer import AppSettings, Explorer
+
+    return Explorer.load(AppSettings(str(vd_tiny.checkpoint), str(app_index), "cpu", "float32", limits))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(explorer):
+    """The app served on a free localhost port in this process (a background thread), closed afterwards."""
+    from explorer.web import ui
+
+    demo = ui.build(explorer, model_concurrency=2).queue(max_size=64, default_concurrency_limit=4)
+    demo.launch(
+        server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True, **ui.launch_options()
+    )
+    yield demo.local_url
+    demo.close()

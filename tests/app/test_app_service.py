@@ -6,7 +6,6 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
-from app_fixtures import LIMITS, app_index, explorer  # noqa: F401  (fixtures)
 
 from explorer.app.explorer import AppSettings, Explorer
 from explorer.app.generation import GenerationSettings
@@ -31,8 +30,8 @@ def test_missing_model_and_index_are_problems_not_crashes(tmp_path):
     ui.build(loaded)  # the page still comes up
 
 
-def test_no_index_configured_keeps_model_features(vd_tiny):
-    loaded = Explorer.load(AppSettings(str(vd_tiny.checkpoint), None, "cpu", "float32", LIMITS))
+def test_no_index_configured_keeps_model_features(vd_tiny, limits):
+    loaded = Explorer.load(AppSettings(str(vd_tiny.checkpoint), None, "cpu", "float32", limits))
     assert "No expert index configured" in loaded.problems[0]
     assert loaded.inspect("hello there").tokens
     with pytest.raises(RequestRejected, match="No expert index is loaded"):
@@ -46,7 +45,7 @@ def test_corrupt_index_is_reported(tmp_path, vd_tiny):
     assert loaded.index is None and "not a readable expert index" in loaded.problems[0]
 
 
-def test_index_of_another_model_is_refused(app_index, tmp_path):  # noqa: F811
+def test_index_of_another_model_is_refused(app_index, tmp_path):
     from tests.conftest import Conformance
 
     loaded = Explorer.load(AppSettings(str(Conformance("monet-hd-tiny").checkpoint), str(app_index), "cpu", "float32"))
@@ -60,7 +59,7 @@ def test_index_of_another_model_is_refused(app_index, tmp_path):  # noqa: F811
 
 
 # -- overview and expert pages -------------------------------------------------------------------------------
-def test_facts_name_groups_and_layers(explorer):  # noqa: F811
+def test_facts_name_groups_and_layers(explorer):
     facts = explorer.facts()
     assert facts["groups"] == ["G1 = layers 0-1", "G2 = layers 2-3"]
     assert facts["index"]["domains"] == ["code", "german", "prose"]
@@ -69,13 +68,13 @@ def test_facts_name_groups_and_layers(explorer):  # noqa: F811
     assert len(explorer.experts_ever_active()) == 2
 
 
-def test_overview_group_renders_map_and_rankings(explorer):  # noqa: F811
+def test_overview_group_renders_map_and_rankings(explorer):
     density_map, most, least = pages.overview_group(explorer, 1)
     assert 'data-group="1"' in density_map and most.count("<tr data-expert=") == 15
     assert pages.density_chart(explorer).to_dict()["mark"]["type"] == "line"
 
 
-def test_expert_page_has_every_part(explorer):  # noqa: F811
+def test_expert_page_has_every_part(explorer):
     name = busy_expert(explorer)
     page = explorer.expert_page(explorer.expert_ref(name))
     assert page.top and page.stats.active_count > 0 and list(page.layers) == [0, 1]
@@ -103,7 +102,7 @@ def test_expert_page_has_every_part(explorer):  # noqa: F811
         ("L1/5", "names a layer"),
     ],
 )
-def test_bad_expert_names_are_explained(explorer, spec, message):  # noqa: F811
+def test_bad_expert_names_are_explained(explorer, spec, message):
     with pytest.raises(RequestRejected, match=message):
         explorer.expert_ref(spec)
     with pytest.raises(Exception, match=message) as caught:
@@ -112,7 +111,7 @@ def test_bad_expert_names_are_explained(explorer, spec, message):  # noqa: F811
 
 
 # -- search ------------------------------------------------------------------------------------------------
-def test_search_by_id_in_every_form(explorer):  # noqa: F811
+def test_search_by_id_in_every_form(explorer):
     assert [r["name"] for r in explorer.search("G2/17").rows] == ["G2/17"]
     assert [r["name"] for r in explorer.search("G2 (1, 1)").rows] == ["G2/17"]
     assert [r["name"] for r in explorer.search("17").rows] == ["G1/17", "G2/17"]
@@ -122,7 +121,7 @@ def test_search_by_id_in_every_form(explorer):  # noqa: F811
         explorer.search("999")
 
 
-def test_search_by_token_text_and_meaning(explorer):  # noqa: F811
+def test_search_by_token_text_and_meaning(explorer):
     token = explorer.search("def", mode="token")
     assert token.mode == "token" and token.rows and "def' at" in token.rows[0]["evidence"]
     assert explorer.search("def").mode == "token"  # auto: a vocabulary token
@@ -136,7 +135,7 @@ def test_search_by_token_text_and_meaning(explorer):  # noqa: F811
     assert all(r["label"] == explorer.index.stats(r["group"], r["expert"]).label for r in text.rows)
 
 
-def test_a_capped_text_search_says_how_much_it_searched(explorer, monkeypatch):  # noqa: F811
+def test_a_capped_text_search_says_how_much_it_searched(explorer, monkeypatch):
     monkeypatch.setattr("explorer.index.reader.TEXT_SEARCH_DOCUMENTS", 1)
     monkeypatch.setattr("explorer.index.reader.TEXT_SEARCH_FIRST_BATCH", 1)
     result = explorer.search("e", mode="text", limit=100)  # "e" is in more than one document
@@ -144,7 +143,7 @@ def test_a_capped_text_search_says_how_much_it_searched(explorer, monkeypatch): 
 
 
 @pytest.mark.parametrize("query", ["'; DROP TABLE experts; --", "%", "_", "\\", "' OR 1=1 --", "$group", "G1/1' OR '1"])
-def test_injection_attempts_are_just_text(explorer, query):  # noqa: F811
+def test_injection_attempts_are_just_text(explorer, query):
     try:
         result = explorer.search(query, mode="text")
         assert isinstance(result.rows, list)
@@ -153,7 +152,7 @@ def test_injection_attempts_are_just_text(explorer, query):  # noqa: F811
     assert explorer.index.stats(0, 17).active_count >= 0  # the index is intact
 
 
-def test_search_refuses_empty_long_and_unknown(explorer):  # noqa: F811
+def test_search_refuses_empty_long_and_unknown(explorer):
     for query, mode, message in [
         ("", "auto", "Type something"),
         ("x" * 300, "auto", "limit is 200"),
@@ -167,7 +166,7 @@ def test_search_refuses_empty_long_and_unknown(explorer):  # noqa: F811
 
 
 # -- inspector and live ablation ----------------------------------------------------------------------------
-def test_inspector_pages(explorer):  # noqa: F811
+def test_inspector_pages(explorer):
     inspection, tokens_html, experts_html = pages.inspect_view(explorer, "The quick brown fox", 0.01)
     assert tokens_html.count("data-token=") == len(inspection.tokens)
     assert "G1 · layers 0-1" in experts_html and "data-expert=" in experts_html
@@ -178,14 +177,14 @@ def test_inspector_pages(explorer):  # noqa: F811
 
 
 @pytest.mark.parametrize("text, message", [("", "empty"), ("word " * 200, "limit is 64")])
-def test_prompt_limits(explorer, text, message):  # noqa: F811
+def test_prompt_limits(explorer, text, message):
     with pytest.raises(RequestRejected, match=message):
         explorer.inspect(text)
     with pytest.raises(RequestRejected, match=message):
         list(explorer.generate(text, "", GenerationSettings(max_new_tokens=5)))
 
 
-def test_generation_through_the_service(explorer):  # noqa: F811
+def test_generation_through_the_service(explorer):
     name = busy_expert(explorer)
     updates = list(explorer.generate("The quick brown", f"{name}, G2 (3, *)", GenerationSettings(max_new_tokens=8)))
     last = updates[-1]
@@ -197,14 +196,14 @@ def test_generation_through_the_service(explorer):  # noqa: F811
         list(explorer.generate("The", "G1/5, nonsense", GenerationSettings(max_new_tokens=2)))
 
 
-def test_generate_view_streams_panels(explorer):  # noqa: F811
+def test_generate_view_streams_panels(explorer):
     outputs = list(pages.generate_view(explorer, "The quick", "G1/5", 4, 0.0, 0))
     assert len(outputs) == 5  # four steps, then the scored result
     baseline, ablated, effect = outputs[-1]
     assert "Plain model" in baseline and "Experts switched off" in ablated and "perplexity" in effect
 
 
-def test_perplexity_with_and_without(explorer):  # noqa: F811
+def test_perplexity_with_and_without(explorer):
     text = "The quick brown fox jumps over the lazy dog."
     measured = explorer.measure_text(text, "G1 (0, *), G1 (1, *)")
     assert measured.effect.ablated_perplexity != measured.effect.baseline_perplexity
@@ -214,7 +213,7 @@ def test_perplexity_with_and_without(explorer):  # noqa: F811
     assert "perplexity" in pages.measure_view(explorer, text, "G1/5")
 
 
-def test_domain_and_text_ablation_helpers(explorer):  # noqa: F811
+def test_domain_and_text_ablation_helpers(explorer):
     domain = explorer.domains()[0]
     experts = explorer.domain_experts(domain)
     expected = explorer.index.experts_skewed_to_domain(domain)

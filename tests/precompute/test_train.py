@@ -15,7 +15,7 @@ import explorer  # noqa: F401  (registers model_type "monet")
 from precompute.corpus.build import load_corpus
 from precompute.training.train import TrainConfig, learning_rate, pack, router_losses, train, train_batches
 
-CORPUS = Path(__file__).resolve().parents[1] / "assets" / "corpus"
+CORPUS = Path(__file__).resolve().parents[2] / "assets" / "corpus"
 
 
 def tiny_config(out: Path, **overrides) -> TrainConfig:

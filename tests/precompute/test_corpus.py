@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 from precompute.corpus import build as corpus
 from precompute.training.tokenizer import SPECIAL_TOKENS, save_tokenizer, train_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "assets" / "corpus"
 NON_ENGLISH = {"german", "spanish", "italian"}
 SAMPLES = {

@@ -9,12 +9,11 @@ import re
 from pathlib import Path
 
 import pytest
-from app_fixtures import app_index, app_url, explorer  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 TIMEOUT = 30_000  # ms: generation on 2 shared CPU cores
 
 
@@ -39,7 +38,7 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, app_url):  # noqa: F811
+def page(browser, app_url):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT)
@@ -60,7 +59,7 @@ def open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
 
-def test_search_open_switch_off_generate(page, app_url):  # noqa: F811
+def test_search_open_switch_off_generate(page, app_url):
     from playwright.sync_api import expect
 
     page.goto(app_url)
@@ -94,7 +93,7 @@ def test_search_open_switch_off_generate(page, app_url):  # noqa: F811
     shot(page, "3-generate")
 
 
-def test_deep_links_open_the_right_page(page, app_url):  # noqa: F811
+def test_deep_links_open_the_right_page(page, app_url):
     from playwright.sync_api import expect
 
     page.goto(f"{app_url}?expert=G2/17")
@@ -112,7 +111,7 @@ def test_deep_links_open_the_right_page(page, app_url):  # noqa: F811
     expect(page.locator(".toast-body").first).to_contain_text("outside the model")
 
 
-def test_inspector_click_through(page, app_url):  # noqa: F811
+def test_inspector_click_through(page, app_url):
     from playwright.sync_api import expect
 
     page.goto(app_url)
@@ -130,7 +129,7 @@ def test_inspector_click_through(page, app_url):  # noqa: F811
     expect(page.locator("#expert-header .expert-name")).to_have_text(name)
 
 
-def test_clicking_the_map_opens_that_cell(page, app_url):  # noqa: F811
+def test_clicking_the_map_opens_that_cell(page, app_url):
     from playwright.sync_api import expect
 
     page.goto(app_url)

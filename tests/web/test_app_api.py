@@ -7,14 +7,13 @@ what the same call returns alone: ablation travels with the request, never throu
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from app_fixtures import app_index, app_url, explorer  # noqa: F401  (fixtures)
 from gradio_client import Client
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def client(app_url):  # noqa: F811
+def client(app_url):
     return Client(app_url, verbose=False)
 
 
@@ -76,7 +75,7 @@ def _perplexity(client, request):
     return client.predict("It was the best of times, it was the worst of times.", request[0], api_name="/perplexity")
 
 
-def test_concurrent_users_get_their_own_results(app_url):  # noqa: F811
+def test_concurrent_users_get_their_own_results(app_url):
     clients = [Client(app_url, verbose=False) for _ in REQUESTS]
     alone = {r: (_generate(c, r), _perplexity(c, r)) for c, r in zip(clients, REQUESTS, strict=True)}
     assert len({alone[r][0]["ablated"] for r in REQUESTS}) >= 4  # the requests really differ

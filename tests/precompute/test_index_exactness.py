@@ -3,9 +3,7 @@
 import duckdb
 import numpy as np
 import pandas as pd
-import pytest
 import torch
-from index_corpus import DOCUMENTS, tiny_options, write_corpus
 from transformers import AutoTokenizer
 
 from explorer.model.sparse import dense_expert_weights
@@ -13,13 +11,13 @@ from precompute.indexing.job import run_index
 from precompute.indexing.topk import make_address, sample_priority
 
 
-def brute_force(model, tokenizer, options):
+def brute_force(model, tokenizer, options, documents):
     """Every activation >= min_weight, from a dense einsum per forward window: one row each."""
     L, C = options.seq_len, options.context
     E, G = model.config.moe_experts, model.config.moe_groups
     rows = []
-    for doc, (domain, text) in enumerate(DOCUMENTS):
-        ids = tokenizer(text)["input_ids"]
+    for doc, document in enumerate(documents):
+        domain, ids = document.domain, tokenizer(document.text)["input_ids"]
         for start in range(0, len(ids), L):
             chunk = ids[start : start + L]
             with torch.no_grad():
@@ -58,16 +56,13 @@ def expected_top(frame, k):
     return best.groupby("slot").head(k)
 
 
-@pytest.mark.parametrize("name", ["monet-vd-tiny", "monet-hd-tiny"])
-def test_index_matches_brute_force(name, tmp_path):
-    from conftest import Conformance
-
-    fixture = Conformance(name)
-    options = tiny_options(fixture.checkpoint, write_corpus(tmp_path), tmp_path / "index.duckdb")
+def test_index_matches_brute_force(conformance, tiny_documents, tiny_corpus, index_options, tmp_path):
+    fixture = conformance
+    options = index_options(fixture.checkpoint, tiny_corpus, tmp_path / "index.duckdb")
     run_index(options)
     model = fixture.load_model()
     tokenizer = AutoTokenizer.from_pretrained(fixture.checkpoint)
-    truth = brute_force(model, tokenizer, options)
+    truth = brute_force(model, tokenizer, options, tiny_documents)
     E = model.config.moe_experts
     conn = duckdb.connect(str(options.out), read_only=True)
     examples = conn.execute(
@@ -83,7 +78,7 @@ def test_index_matches_brute_force(name, tmp_path):
     # Repeated text gets weights equal up to float rounding (windows of different lengths), so near-ties may
     # swap: each stored context must be the best of its window text, and every context clearly above the
     # K-th weight must be stored.
-    windows = {doc: tokenizer(text)["input_ids"] for doc, (_, text) in enumerate(DOCUMENTS)}
+    windows = {doc: tokenizer(d.text)["input_ids"] for doc, d in enumerate(tiny_documents)}
     C = options.context
     got = top[["slot", "weight"]].assign(
         window=[
@@ -144,6 +139,6 @@ def test_index_matches_brute_force(name, tmp_path):
     np.testing.assert_allclose(domains["weight_sum"], want_domains["weight"], rtol=1e-5)
     tokens = conn.execute("SELECT domain, n_tokens FROM domains ORDER BY domain").fetchall()
     lengths = {}
-    for domain, text in DOCUMENTS:
-        lengths[domain] = lengths.get(domain, 0) + len(tokenizer(text)["input_ids"])
+    for d in tiny_documents:
+        lengths[d.domain] = lengths.get(d.domain, 0) + len(tokenizer(d.text)["input_ids"])
     assert tokens == sorted(lengths.items())

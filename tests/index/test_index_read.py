@@ -7,7 +7,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from index_corpus import tiny_options, write_corpus
 
 from explorer.index.reader import ExpertIndex, IndexUnavailable
 from precompute.cli import main
@@ -15,13 +14,11 @@ from precompute.indexing.job import run_index
 
 
 @pytest.fixture(scope="module")
-def index_path(tmp_path_factory):
-    from conftest import Conformance
-
+def index_path(tmp_path_factory, vd_tiny, index_options, tiny_corpus_file):
     folder = tmp_path_factory.mktemp("read")
-    options = tiny_options(
-        Conformance("monet-vd-tiny").checkpoint,
-        write_corpus(folder),
+    options = index_options(
+        vd_tiny.checkpoint,
+        tiny_corpus_file,
         folder / "index.duckdb",
         no_embeddings=False,
         samples=8,

@@ -7,7 +7,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from index_corpus import tiny_options, write_corpus
 
 from explorer.index.reader import ExpertIndex
 from precompute.cli import main as cli
@@ -46,8 +45,8 @@ def assert_same_index(a, b, exact: bool) -> None:
 
 
 @pytest.fixture
-def corpus(tmp_path):
-    return write_corpus(tmp_path)
+def corpus(tiny_corpus):
+    return tiny_corpus
 
 
 def run_killed_at_batch(options, n: int, monkeypatch) -> None:
@@ -66,10 +65,10 @@ def run_killed_at_batch(options, n: int, monkeypatch) -> None:
             run_index(options)
 
 
-def test_killed_job_resumes_to_the_same_index(vd_tiny, corpus, tmp_path, monkeypatch):
-    whole = tiny_options(vd_tiny.checkpoint, corpus, tmp_path / "whole.duckdb", checkpoint_every=40)
+def test_killed_job_resumes_to_the_same_index(vd_tiny, corpus, tmp_path, monkeypatch, index_options):
+    whole = index_options(vd_tiny.checkpoint, corpus, tmp_path / "whole.duckdb", checkpoint_every=40)
     run_index(whole)
-    killed = tiny_options(vd_tiny.checkpoint, corpus, tmp_path / "killed.duckdb", checkpoint_every=40)
+    killed = index_options(vd_tiny.checkpoint, corpus, tmp_path / "killed.duckdb", checkpoint_every=40)
     run_killed_at_batch(killed, 5, monkeypatch)
     assert checkpoint_path(killed_out := tmp_path / "killed.duckdb").exists() and not killed_out.exists()
     run_index(killed)
@@ -77,10 +76,10 @@ def test_killed_job_resumes_to_the_same_index(vd_tiny, corpus, tmp_path, monkeyp
     assert_same_index(whole.out, killed.out, exact=True)
 
 
-def test_two_shards_merged_equal_one_run(vd_tiny, corpus, tmp_path):
-    run_index(tiny_options(vd_tiny.checkpoint, corpus, tmp_path / "all.duckdb"))
+def test_two_shards_merged_equal_one_run(vd_tiny, corpus, tmp_path, index_options):
+    run_index(index_options(vd_tiny.checkpoint, corpus, tmp_path / "all.duckdb"))
     for k in range(2):
-        run_index(tiny_options(vd_tiny.checkpoint, corpus, tmp_path / f"shard{k}.duckdb", shard=f"{k}/2"))
+        run_index(index_options(vd_tiny.checkpoint, corpus, tmp_path / f"shard{k}.duckdb", shard=f"{k}/2"))
     for k in range(2):  # each shard holds only its own documents: index % 2 == k
         assert {doc % 2 for (doc,) in table_rows(tmp_path / f"shard{k}.duckdb")["documents"][["doc"]].values} == {k}
     assert (
@@ -173,35 +172,33 @@ def test_missing_corpus_and_optional_datasets(tmp_path):
             list(read_documents("someone/some-dataset"))
 
 
-def test_bad_corpus_mid_run_keeps_progress(vd_tiny, corpus, tmp_path):
+def test_bad_corpus_mid_run_keeps_progress(vd_tiny, corpus, tmp_path, index_options):
     folder = tmp_path / "folder"
     folder.mkdir()
     shutil.copy(corpus, folder / "a.jsonl")
     (folder / "b.jsonl").write_bytes(b"\xff\xfe")
-    options = tiny_options(vd_tiny.checkpoint, folder, tmp_path / "out.duckdb")
+    options = index_options(vd_tiny.checkpoint, folder, tmp_path / "out.duckdb")
     with pytest.raises(IndexJobError, match="b.jsonl: not UTF-8") as error:
         run_index(options)
     assert "progress so far" in str(error.value)
     assert checkpoint_path(tmp_path / "out.duckdb").exists()
 
 
-def test_model_without_tokenizer(vd_tiny, corpus, tmp_path):
+def test_model_without_tokenizer(vd_tiny, corpus, tmp_path, index_options):
     folder = tmp_path / "model"
     folder.mkdir()
     for name in ("config.json", "model.safetensors"):
         shutil.copy(vd_tiny.checkpoint / name, folder / name)
     with pytest.raises(IndexJobError, match="tokenizer") as error:
-        run_index(tiny_options(folder, corpus, tmp_path / "out.duckdb"))
+        run_index(index_options(folder, corpus, tmp_path / "out.duckdb"))
     assert str(folder) in str(error.value)
 
 
-def test_resuming_with_another_model_is_refused(vd_tiny, corpus, tmp_path, monkeypatch):
-    from conftest import Conformance
-
+def test_resuming_with_another_model_is_refused(vd_tiny, hd_tiny, corpus, tmp_path, monkeypatch, index_options):
     out = tmp_path / "out.duckdb"
-    run_killed_at_batch(tiny_options(vd_tiny.checkpoint, corpus, out, checkpoint_every=1), 2, monkeypatch)
-    hd = Conformance("monet-hd-tiny").checkpoint
+    run_killed_at_batch(index_options(vd_tiny.checkpoint, corpus, out, checkpoint_every=1), 2, monkeypatch)
+    hd = hd_tiny.checkpoint
     with pytest.raises(IndexJobError, match="another job .*config") as error:
-        run_index(tiny_options(hd, corpus, out))
+        run_index(index_options(hd, corpus, out))
     assert str(checkpoint_path(out)) in str(error.value)
     assert checkpoint_path(out).exists()
