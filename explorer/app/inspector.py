@@ -145,7 +145,7 @@ def experts_firing_most(inspection: PromptInspection, n: int = 20, group: int | 
     best = np.lexsort((keys, -totals))[:n]
     return [
         FiringExpert(
-            ExpertRef(int(keys[b] // (E * E)), int(keys[b] % (E * E)) // E, int(keys[b] % E), E),
+            ExpertRef.from_flat(int(keys[b] // (E * E)), int(keys[b] % (E * E)), E),
             float(totals[b]),
             int(counts[b]),
         )

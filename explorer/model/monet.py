@@ -19,6 +19,7 @@ from statistics import NormalDist
 import torch
 from huggingface_hub.dataclasses import strict
 from torch import nn
+from torch.nn import functional as F
 from transformers import GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
@@ -104,14 +105,20 @@ class MonetConfig(PreTrainedConfig):
 
 @dataclass
 class MonetModelOutputWithPast(BaseModelOutputWithPast):
-    """`router_probs`: per decoder layer, `(g1, g2)` each [B, T, H, E] for router layers, None for the others."""
+    """`router_probs`: per decoder layer, `(g1, g2)` each [B, T, H, E] for router layers, None for the others.
+    `moe_inputs`: per decoder layer, the MoE input x [B, T, d] (the post-attention RMSNorm output), and
+    `pre_norm_hidden_state`: the residual stream before the final norm; both only when asked for."""
 
     router_probs: tuple | None = None
+    moe_inputs: tuple | None = None
+    pre_norm_hidden_state: torch.Tensor | None = None
 
 
 @dataclass
 class MonetCausalLMOutputWithPast(CausalLMOutputWithPast):
     router_probs: tuple | None = None
+    moe_inputs: tuple | None = None
+    pre_norm_hidden_state: torch.Tensor | None = None
 
 
 class MonetRouter(nn.Module):
@@ -181,6 +188,16 @@ class MonetMoVDE(nn.Module):
         second = self.v21(a1_mixed.flatten(-2)) + self.v22((a2 * col_mass[..., None]).flatten(-2)) + col_mass @ self.b2
         return torch.cat((first, second), dim=-1)
 
+    def expert_output(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """E_ij(x) [..., d] of expert (i, j) alone, unweighted: the layer's output is sum_ij w_ij E_ij(x)."""
+        half = self.u1.out_features // self.experts
+        rows, cols = slice(i * half, (i + 1) * half), slice(j * half, (j + 1) * half)
+        a = self.act_fn(F.linear(x, self.u1.weight[rows], self.u1.bias[rows]))
+        a_prime = self.act_fn(F.linear(x, self.u2.weight[cols], self.u2.bias[cols]))
+        first = F.linear(a, self.v11.weight[:, rows]) + F.linear(a_prime, self.v12.weight[:, rows]) + self.b1[i]
+        second = F.linear(a, self.v21.weight[:, cols]) + F.linear(a_prime, self.v22.weight[:, cols]) + self.b2[j]
+        return torch.cat((first, second), dim=-1)
+
 
 class MonetMoHDE(nn.Module):
     """Horizontal decomposition: E_ij(x) = V_j a_i + b_j, with a_i = relu2(U_i x + c_i)."""
@@ -205,6 +222,13 @@ class MonetMoHDE(nn.Module):
             col_mass = col_mass.index_add(-1, cols, w, alpha=-1)
             a_mixed = a_mixed.index_add(-2, cols, w[..., None] * a.index_select(-2, rows), alpha=-1)
         return self.v(a_mixed.flatten(-2)) + col_mass @ self.b
+
+    def expert_output(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """E_ij(x) [..., d] of expert (i, j) alone, unweighted: the layer's output is sum_ij w_ij E_ij(x)."""
+        width = self.u.out_features // self.experts
+        rows, cols = slice(i * width, (i + 1) * width), slice(j * width, (j + 1) * width)
+        a = self.act_fn(F.linear(x, self.u.weight[rows], self.u.bias[rows]))
+        return F.linear(a, self.v.weight[:, cols]) + self.b[j]
 
 
 class MonetDecoderLayer(nn.Module):
@@ -242,11 +266,10 @@ class MonetDecoderLayer(nn.Module):
         )
         hidden_states = residual + hidden_states
 
-        residual = hidden_states
-        hidden_states = self.post_attention_layernorm(hidden_states)
-        router_probs = self.router(hidden_states) if self.router is not None else previous_router_probs
-        hidden_states = residual + self.moe(hidden_states, *router_probs, switched_off=switched_off)
-        return hidden_states, router_probs
+        moe_input = self.post_attention_layernorm(hidden_states)
+        router_probs = self.router(moe_input) if self.router is not None else previous_router_probs
+        hidden_states = hidden_states + self.moe(moe_input, *router_probs, switched_off=switched_off)
+        return hidden_states, router_probs, moe_input
 
 
 class MonetPreTrainedModel(PreTrainedModel):
@@ -288,6 +311,7 @@ class MonetModel(MonetPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_router_probs: bool | None = None,
+        output_moe_inputs: bool = False,
         ablate=None,
         **kwargs,
     ) -> MonetModelOutputWithPast:
@@ -315,9 +339,9 @@ class MonetModel(MonetPreTrainedModel):
 
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
-        router_probs, all_router_probs = None, []
+        router_probs, all_router_probs, moe_inputs = None, [], []
         for layer in self.layers:
-            hidden_states, router_probs = layer(
+            hidden_states, router_probs, moe_input = layer(
                 hidden_states,
                 position_embeddings=position_embeddings,
                 attention_mask=causal_mask,
@@ -327,11 +351,14 @@ class MonetModel(MonetPreTrainedModel):
                 **kwargs,
             )
             all_router_probs.append(router_probs if layer.router is not None else None)
+            moe_inputs.append(moe_input)
 
         return MonetModelOutputWithPast(
             last_hidden_state=self.norm(hidden_states),
             past_key_values=past_key_values if use_cache else None,
             router_probs=tuple(all_router_probs) if output_router_probs else None,
+            moe_inputs=tuple(moe_inputs) if output_moe_inputs else None,
+            pre_norm_hidden_state=hidden_states if output_moe_inputs else None,
         )
 
 
@@ -354,13 +381,16 @@ class MonetForCausalLM(MonetPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         output_router_probs: bool | None = None,
+        output_moe_inputs: bool = False,
         ablate=None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> MonetCausalLMOutputWithPast:
         r"""ablate: experts switched off for this call only: an `explorer.model.ablation.Ablation`, or an iterable of
         `(layer, i, j)` triples (0-based decoder layer) and/or group specs such as "G5/147040" (every layer of
-        that routing group). Weight set to zero, no renormalisation."""
+        that routing group). Weight set to zero, no renormalisation.
+        output_moe_inputs: also return each layer's MoE input x and the residual stream before the final norm
+        (what an expert's exact contribution to a logit needs: see `expert_output` on the expert modules)."""
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -369,6 +399,7 @@ class MonetForCausalLM(MonetPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_router_probs=output_router_probs,
+            output_moe_inputs=output_moe_inputs,
             ablate=ablate,
             **kwargs,
         )
@@ -382,7 +413,12 @@ class MonetForCausalLM(MonetPreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return MonetCausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, router_probs=outputs.router_probs
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            router_probs=outputs.router_probs,
+            moe_inputs=outputs.moe_inputs,
+            pre_norm_hidden_state=outputs.pre_norm_hidden_state,
         )
 
 

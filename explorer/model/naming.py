@@ -21,6 +21,12 @@ class ExpertRef:
     j: int
     experts_per_side: int = field(compare=False)
 
+    @classmethod
+    def from_flat(cls, group: int, flat: int, experts_per_side: int) -> "ExpertRef":
+        """The expert with flat id `flat` = i * E + j of (0-based) `group`."""
+        i, j = divmod(int(flat), experts_per_side)
+        return cls(int(group), i, j, experts_per_side)
+
     @property
     def flat(self) -> int:
         return self.i * self.experts_per_side + self.j

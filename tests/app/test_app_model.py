@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from explorer.app.expert_output import expert_output, post_attention_inputs, token_effects
+from explorer.app.expert_output import token_effects
 from explorer.app.generation import (
     GenerationSettings,
     Limits,
@@ -167,24 +167,25 @@ def test_experts_firing_most_sums_weights_over_the_text(tiny):
 
 
 # -- expert outputs -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["monet-vd-tiny", "monet-hd-tiny"])
-def test_expert_outputs_sum_to_the_moe_layer(name):
-    from tests.conftest import Conformance
-
-    model = Conformance(name).load_model()
+def test_expert_outputs_sum_to_the_moe_layer(conformance):
+    """sum_ij w_ij E_ij(x) over every expert of a layer equals the layer's factorised MoE output, and the MoE
+    inputs the model returns are the ones its own forward used (the residual stream adds up to its output)."""
+    model = conformance.load_model()
     ids = torch.tensor([[3, 14, 15, 92, 65]])
-    captured, hidden = post_attention_inputs(model, ids, range(4))
     with torch.no_grad():
-        torch.testing.assert_close(model.model.norm(hidden), model.model(ids).last_hidden_state, atol=1e-5, rtol=1e-5)
-        layer = model.model.layers[1]
-        x = captured[1]
-        g1, g2 = model.model.layers[0].router(captured[0])
-        weights = dense_expert_weights(g1, g2)  # [1, T, E*E]
+        out = model.model(ids, use_cache=False, output_moe_inputs=True, output_router_probs=True)
+        torch.testing.assert_close(model.model.norm(out.pre_norm_hidden_state), out.last_hidden_state)
+        torch.testing.assert_close(model.model.layers[0].router(out.moe_inputs[0]), out.router_probs[0])
         E = model.config.moe_experts
-        total = sum(
-            weights[..., i * E + j, None] * expert_output(layer.moe, x, i, j) for i in range(E) for j in range(E)
-        )
-        torch.testing.assert_close(total, layer.moe(x, g1, g2), atol=1e-5, rtol=1e-4)
+        for layer_index in (0, 1):  # a router layer and a layer reusing its group's routing
+            layer = model.model.layers[layer_index]
+            x = out.moe_inputs[layer_index]
+            g1, g2 = out.router_probs[0]
+            weights = dense_expert_weights(g1, g2)  # [1, T, E*E]
+            total = sum(
+                weights[..., i * E + j, None] * layer.moe.expert_output(x, i, j) for i in range(E) for j in range(E)
+            )
+            torch.testing.assert_close(total, layer.moe(x, g1, g2), atol=1e-5, rtol=1e-4)
 
 
 def test_token_effects_rank_the_logit_lens_of_the_mean_output(tiny):

@@ -109,5 +109,7 @@ def test_layer_spec_is_not_an_expert_page():
 
 
 def test_expert_ref_orders_and_hashes():
+    assert ExpertRef.from_flat(4, 147040, 512) == ExpertRef(4, 287, 96, 512)
+    assert str(ExpertRef.from_flat(4, 147040, 512)) == "G5/147040"
     a, b = ExpertRef(0, 1, 2, 16), ExpertRef(0, 1, 2, 16)
     assert a == b and len({a, b}) == 1 and a.flat == 18
