@@ -1,0 +1,80 @@
+"""Golden files, as SAE dashboards keep them: the tiny index's rows and its rendered expert pages, checked in.
+
+Any change in what the index job writes, or in how an expert page renders, shows up as a diff of a
+readable file in tests/golden/. After an intended change, rewrite them and read the diff before committing:
+
+    python -m pytest tests/test_golden.py --update-golden && git diff tests/golden
+"""
+
+import difflib
+import json
+import math
+from pathlib import Path
+
+import duckdb
+import pytest
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+VOLATILE_META = {"created", "corpus", "model", "config_hash"}  # when and from which paths (hashed too) it ran
+# Sentence embeddings come from another library's float kernels, which differ by CPU: the rows are checked
+# by count and norm here, their values by the semantic-search tests.
+VALUES_NOT_KEPT = {"expert_embeddings": "embedding"}
+
+
+def _rounded(value):
+    """Floats to 6 significant digits: the golden rows hold what the job means, not its last bits."""
+    if isinstance(value, float):
+        return 0.0 if value == 0 else round(value, 5 - int(math.floor(math.log10(abs(value)))))
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def index_rows(path: Path) -> dict[str, str]:
+    """Each table of the index file as JSON lines, one row a line, in a fixed order."""
+    tables = {}
+    with duckdb.connect(str(path), read_only=True) as conn:
+        names = [name for (name,) in conn.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()]
+        for name in names:
+            cursor = conn.execute(f"SELECT * FROM {name} ORDER BY ALL")
+            columns = [d[0] for d in cursor.description]
+            lines = []
+            for row in cursor.fetchall():
+                record = dict(zip(columns, row, strict=True))
+                if name == "meta" and record["key"] in VOLATILE_META:
+                    continue
+                if name in VALUES_NOT_KEPT:
+                    vector = record.pop(VALUES_NOT_KEPT[name])
+                    record["norm"] = round(math.sqrt(sum(v * v for v in vector)), 4)
+                lines.append(json.dumps({k: _rounded(v) for k, v in record.items()}, ensure_ascii=False))
+            tables[name] = "\n".join(lines) + "\n"
+    return tables
+
+
+def check_golden(name: str, text: str, update: bool) -> None:
+    path = GOLDEN / name
+    if update:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return
+    assert path.exists(), f"no golden file {path}: run pytest with --update-golden and commit it"
+    expected = path.read_text()
+    if text != expected:
+        diff = difflib.unified_diff(expected.splitlines(), text.splitlines(), f"golden/{name}", "this run", lineterm="")
+        shown = "\n".join(list(diff)[:60])
+        pytest.fail(f"{name} differs from its golden file (intended? rerun with --update-golden):\n{shown}")
+
+
+@pytest.fixture(scope="module")
+def update(request) -> bool:
+    return request.config.getoption("--update-golden")
+
+
+def test_tiny_index_rows_match_the_golden_files(app_index, update):
+    tables = index_rows(app_index)
+    assert {"experts", "examples", "tokens", "meta"} <= set(tables)
+    for table, text in tables.items():
+        check_golden(f"tiny_index/{table}.jsonl", text, update)
+    if not update:  # a table that disappeared is a change too
+        kept = {p.stem for p in (GOLDEN / "tiny_index").glob("*.jsonl")}
+        assert kept == set(tables), f"tables changed: golden has {sorted(kept)}, this run {sorted(tables)}"
