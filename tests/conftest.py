@@ -4,7 +4,7 @@ Everything the tests need ships in tests/fixtures/, so a bare clone runs the who
 - conformance/: the reference checkpoints (a copy of the project's shared conformance data; .ci/run
   checks the copy still equals ../shared where that folder exists);
 - tiny_corpus.jsonl: a small labelled corpus that the index, app and web tests index with the tiny VD model;
-- golden/: expected rows and rendered HTML of that tiny index (`pytest --update-golden` rewrites them).
+tests/golden/ holds the expected rows and rendered pages of that tiny index (`pytest --update-golden` rewrites them).
 """
 
 import json
