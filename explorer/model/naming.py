@@ -12,6 +12,11 @@ import re
 from dataclasses import dataclass, field
 
 
+def group_number(group: int) -> int:
+    """The paper's number of a 0-based routing group (group 4 is "G5"): the authors count groups from 1."""
+    return group + 1
+
+
 @dataclass(frozen=True, order=True)
 class ExpertRef:
     """One expert of a routing group: `group` is 0-based; `str()` gives the paper's 1-based "G5/147040"."""
