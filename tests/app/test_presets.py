@@ -1,0 +1,65 @@
+"""Demo presets: the data file, the check against the loaded model, and the shipped presets' effect."""
+
+import json
+
+import pytest
+
+from explorer.app.presets import Preset, PresetError, read_presets, usable_presets
+from explorer.paths import ASSETS_DIR, EMBEDDED_INDEX_PATH, EMBEDDED_MODEL_DIR
+
+SHIPPED = ASSETS_DIR / "presets.json"
+
+
+def write(tmp_path, content) -> str:
+    path = tmp_path / "presets.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "Cannot read the presets file"),
+        ({"items": []}, "Cannot read the presets file"),
+        ({"presets": [{"title": "x"}]}, "must have exactly the fields title, why, prompt, ablate, control"),
+        ({"presets": [dict(title="x", why="y", prompt=" ", ablate="G1/1", control="c")]}, "non-empty text"),
+    ],
+)
+def test_bad_files_say_what_to_fix(tmp_path, content, message):
+    with pytest.raises(PresetError, match=message):
+        read_presets(write(tmp_path, content))
+
+
+def test_presets_that_do_not_resolve_are_left_out_with_a_reason(explorer):
+    good = Preset("ok", "why", "The quick brown fox", "G1/5", "Der Hund")
+    unknown_domain = Preset("lost", "why", "text", "domain:klingon", "control")
+    outside = Preset("far", "why", "text", "G9/5", "control")
+    usable, problems = usable_presets([good, unknown_domain, outside], explorer.resolve_ablation)
+    assert usable == [good]
+    assert "'lost' is left out" in problems[0] and "klingon" in problems[0]
+    assert "'far' is left out" in problems[1] and "G9" in problems[1]
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    from explorer.app.explorer import AppSettings, Explorer
+
+    loaded = Explorer.load(AppSettings(str(EMBEDDED_MODEL_DIR), str(EMBEDDED_INDEX_PATH), "cpu", "float32"))
+    assert not loaded.problems, loaded.problems
+    return loaded
+
+
+def perplexity_ratio(explorer, text: str, ablate: str) -> float:
+    effect = explorer.measure_text(text, ablate).effect
+    return effect.ablated_perplexity / effect.baseline_perplexity
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", read_presets(SHIPPED), ids=lambda p: p.title)
+def test_each_shipped_preset_removes_its_domain_and_spares_its_control(embedded, preset):
+    usable, problems = usable_presets([preset], embedded.resolve_ablation)
+    assert usable and not problems
+    on_target = perplexity_ratio(embedded, preset.prompt, preset.ablate)
+    on_control = perplexity_ratio(embedded, preset.control, preset.ablate)
+    assert on_target >= 2.0, f"{preset.title}: perplexity only ×{on_target:.2f} on its own text"
+    assert on_control <= 1.1, f"{preset.title}: the control moved ×{on_control:.2f}"
