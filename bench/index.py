@@ -23,14 +23,9 @@ import torch
 from bench.synthetic_index import build_synthetic_index
 from explorer.model.sparse import sparse_expert_weights
 from explorer.paths import EMBEDDED_CORPUS, EMBEDDED_MODEL_DIR, REPO_DIR
-from precompute.indexing.job import (
-    BatchCandidates,
-    Cursor,
-    IndexJob,
-    IndexOptions,
-    retain_freed_memory,
-    window_hashes,
-)
+from precompute.indexing.candidates import BatchCandidates, window_hashes
+from precompute.indexing.job import Cursor, IndexJob, retain_freed_memory
+from precompute.indexing.options import IndexOptions
 from precompute.indexing.topk import ExpertState, make_address
 
 CONFORMANCE_VD = REPO_DIR.parent / "shared" / "conformance" / "monet-vd-tiny" / "checkpoint"

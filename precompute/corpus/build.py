@@ -14,10 +14,9 @@ of each domain is held out by hash. Output: corpus.jsonl.gz (id, text, domain, s
 manifest.json (per-domain counts, source versions). The shipped copy lives in assets/corpus,
 so tests and CI never rebuild it.
 
-    python -m precompute.corpus --out assets/corpus
+    python -m precompute corpus --out assets/corpus
 """
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -26,7 +25,10 @@ import subprocess
 import sys
 import sysconfig
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+
+from precompute.cli import option
 
 log = logging.getLogger(__name__)
 
@@ -251,18 +253,17 @@ def load_corpus(path: str | Path = "assets/corpus") -> list[dict]:
         return [json.loads(line) for line in lines]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="assets/corpus", help="output folder")
-    parser.add_argument(
-        "--max-domain-chars", type=int, default=MAX_DOMAIN_CHARS, help="cap on the characters of each domain"
-    )
-    args = parser.parse_args()
+@dataclass
+class CorpusOptions:
+    """Options of `python -m precompute corpus`."""
+
+    out: str = option("assets/corpus", "output folder (corpus.jsonl.gz, manifest.json)")
+    max_domain_chars: int = option(MAX_DOMAIN_CHARS, "cap on the characters of each domain")
+
+
+def run_corpus(options: CorpusOptions) -> None:
+    """Build the corpus and print its domains (a few seconds: no progress bar needed)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    manifest = build_corpus(args.out, args.max_domain_chars)
+    manifest = build_corpus(options.out, options.max_domain_chars)
     for domain, stats in manifest["domains"].items():
         print(f"{domain:14s} {stats['docs']:6d} docs {stats['chars']:9d} chars ({stats['heldout_docs']} held out)")
-
-
-if __name__ == "__main__":
-    main()

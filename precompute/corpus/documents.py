@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from precompute.cli import CommandError
+
 SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".parquet")
 
 
-class CorpusError(ValueError):
+class CorpusError(CommandError, ValueError):
     """A corpus that cannot be read; the message names the file and what to do."""
 
 

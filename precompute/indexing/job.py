@@ -1,16 +1,16 @@
-"""The index job: run a Monet model over a corpus and write every expert's top contexts and statistics.
+"""The index job: run a Monet model over a corpus and keep every expert's top contexts and statistics.
 
     python -m precompute index --model FOLDER_OR_HUB_ID --corpus CORPUS --out index.duckdb
-    python -m precompute merge shard0.duckdb shard1.duckdb --out index.duckdb
 
 Documents are tokenized, cut into windows of --seq-len tokens and run in batches (right-padded,
 no attention mask needed: attention is causal, so padding never reaches a real token). Per routing
 group, the sparse expert weights >= --min-weight feed ExpertState (precompute.indexing.topk). Every
 --checkpoint-every tokens the state and the corpus position are saved atomically beside --out; a
 rerun with the same settings resumes there and produces the same index as an uninterrupted run.
---shard k/n keeps the documents whose index % n == k; `merge` combines shard files exactly.
-At the end the corpus is read once more for the documents that hold examples (their tokens are
-not kept during the run) and the index is written (precompute.indexing.writer).
+--shard k/n keeps the documents whose index % n == k; `python -m precompute merge` combines shard
+files exactly (precompute.indexing.shards). At the end the corpus is read once more for the
+documents that hold examples (their tokens are not kept during the run) and the index is written
+(precompute.indexing.writer).
 """
 
 import ctypes
@@ -20,7 +20,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,113 +30,28 @@ import torch
 from tqdm import tqdm
 
 from explorer.index import schema
-from explorer.index.reader import IndexUnavailable
 from explorer.model.device import load_model, pick_device, pick_dtype
 from explorer.model.naming import ModelShape
 from explorer.model.sparse import sparse_expert_weights
-from explorer.paths import EMBEDDED_CORPUS, EMBEDDED_INDEX_PATH, EMBEDDED_MODEL_DIR
 from precompute.corpus.documents import CorpusError, Document, describe_corpus, read_documents
-from precompute.indexing.topk import ExpertState, make_address, quantise_window, window_hash
-from precompute.indexing.writer import IndexContents, read_index_state, write_index
+from precompute.indexing.candidates import BatchCandidates, window_hashes
+from precompute.indexing.options import (
+    IndexJobError,
+    IndexOptions,
+    fingerprint,
+    load_tokenizer,
+    parse_shard,
+    refuse_to_overwrite,
+)
+from precompute.indexing.topk import ExpertState, make_address
+from precompute.indexing.writer import IndexContents, embedding_model_name, write_index
 
 HISTOGRAM_BINS = 16
 
 
-class IndexJobError(RuntimeError):
-    """A job that cannot go on; the message names the file and the fix. Checkpoints are kept."""
-
-
-@dataclass
-class IndexOptions:
-    """Options of `python -m precompute index`; the CLI is generated from these fields and their help."""
-
-    model: str = field(default=str(EMBEDDED_MODEL_DIR), metadata={"help": "model folder or hub id"})
-    corpus: str = field(
-        default=str(EMBEDDED_CORPUS),
-        metadata={
-            "help": ".txt/.jsonl/.jsonl.gz/.parquet file or folder (fields text, optional domain, id), or a Hugging"
-            " Face dataset name (streamed; needs `pip install datasets`)"
-        },
-    )
-    split: str | None = field(
-        default=None, metadata={"help": "dataset split; for files, keep only records whose `split` field equals it"}
-    )
-    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer folder or hub id (default: --model)"})
-    out: str = field(default=str(EMBEDDED_INDEX_PATH), metadata={"help": "the DuckDB index file to write"})
-    max_tokens: int | None = field(
-        default=None, metadata={"help": "stop after this many tokens (per shard); gives the progress bar an ETA"}
-    )
-    seq_len: int | None = field(
-        default=None,
-        metadata={"help": "tokens per forward window (default: the model's max_position_embeddings, <= 512)"},
-    )
-    batch_size: int = field(default=8, metadata={"help": "windows per forward pass"})
-    top_k: int = field(default=32, metadata={"help": "top contexts kept per expert"})
-    samples: int = field(default=8, metadata={"help": "uniformly sampled activations kept per expert"})
-    context: int = field(default=8, metadata={"help": "tokens kept on each side of an example for display"})
-    min_weight: float = field(
-        default=1e-2,
-        metadata={
-            "help": "density threshold: an expert is active where its weight >= this; lighter weights count as 0"
-        },
-    )
-    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:1, ... (auto: cuda if available)"})
-    dtype: str = field(default="auto", metadata={"help": "float32, bfloat16, float16 (auto: bf16 on GPU)"})
-    checkpoint_every: int = field(default=1_000_000, metadata={"help": "tokens between checkpoints"})
-    shard: str = field(default="0/1", metadata={"help": "k/n: index only documents whose index %% n == k"})
-    no_embeddings: bool = field(default=False, metadata={"help": "skip sentence embeddings (no semantic search)"})
-    force: bool = field(default=False, metadata={"help": "overwrite an existing --out file"})
-    quiet: bool = field(default=False, metadata={"help": "no progress bar"})
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    try:
-        k, n = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise IndexJobError(f"--shard {text!r}: write k/n, e.g. 0/4 for the first of four shards.") from None
-    if not 0 <= k < n:
-        raise IndexJobError(f"--shard {text!r}: k must lie in 0..n-1.")
-    return k, n
-
-
 def checkpoint_path(out: Path) -> Path:
+    """Where the job keeps its state between runs: beside the index file, removed once that is written."""
     return out.with_name(out.name + ".ckpt")
-
-
-def _load_tokenizer(source: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError, TypeError) as error:
-        raise IndexJobError(
-            f"No usable tokenizer at {source} ({error}). Put tokenizer.json + tokenizer_config.json in the model"
-            " folder, or pass --tokenizer FOLDER_OR_HUB_ID."
-        ) from None
-
-
-def _fingerprint(model, tokenizer) -> dict:
-    """What identifies a model for resuming and merging: its config, a weight sample and the vocabulary."""
-    config = {
-        k: v
-        for k, v in model.config.to_dict().items()
-        if k
-        not in (
-            "transformers_version",
-            "_name_or_path",
-            "output_router_probs",
-            "use_cache",
-            "dtype",
-            "torch_dtype",
-            "architectures",
-        )
-    }
-    weights = hashlib.sha256()
-    for name, parameter in sorted(model.state_dict().items()):
-        weights.update(name.encode())
-        weights.update(parameter.detach().flatten()[:64].float().cpu().numpy().tobytes())
-    vocab = hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
-    return {"config": config, "weights": weights.hexdigest(), "vocab": vocab}
 
 
 @dataclass
@@ -160,15 +75,16 @@ class Cursor:
 
 
 class IndexJob:
+    """One run of the index job: corpus -> batches -> ExpertState, checkpointed; then the index file."""
+
     def __init__(self, options: IndexOptions):
         self.options = options
         self.out = Path(options.out)
         self.shard = parse_shard(options.shard)
-        if self.out.exists() and not options.force:
-            raise IndexJobError(f"{self.out} already exists: pass --force to rebuild it, or choose another --out.")
+        refuse_to_overwrite(self.out, options.force)
         self.device = pick_device(options.device)
         self.dtype = pick_dtype(options.dtype, self.device)
-        self.tokenizer = _load_tokenizer(options.tokenizer or options.model)
+        self.tokenizer = load_tokenizer(options.tokenizer or options.model)
         try:
             self.model = load_model(options.model, self.device, self.dtype)
         except (OSError, ValueError) as error:
@@ -180,7 +96,7 @@ class IndexJob:
         self.experts_per_group = config.moe_experts**2
         settings = {name: getattr(options, name) for name in ("seq_len", "top_k", "samples", "context", "min_weight")}
         self.identity = {
-            **_fingerprint(self.model, self.tokenizer),
+            **fingerprint(self.model, self.tokenizer),
             **settings,
             "dtype": str(self.dtype),
             "corpus": describe_corpus(options.corpus, options.split),
@@ -408,7 +324,7 @@ class IndexJob:
             "moe_heads": config.moe_heads,
             "moe_decompose": config.moe_decompose,
             "dtype": str(self.dtype).removeprefix("torch."),
-            "embedding_model": None if self.options.no_embeddings else _embedding_model_name(),
+            "embedding_model": None if self.options.no_embeddings else embedding_model_name(),
         }
         vocab = self.tokenizer.batch_decode([[t] for t in range(len(self.tokenizer))])
         return IndexContents(
@@ -417,68 +333,6 @@ class IndexJob:
             tokens=pd.concat(tokens) if tokens else pd.DataFrame(columns=["doc", "position", "token_id"]),
             vocab=vocab,
         )
-
-
-def _embedding_model_name() -> str:
-    from explorer.index.embedding import EMBEDDING_MODEL
-
-    return EMBEDDING_MODEL
-
-
-class BatchCandidates:
-    """One group's activations in a batch, answering what ExpertState asks of the few it keeps."""
-
-    def __init__(self, g1, g2, row, position, expert, lengths, position_hash, context: int):
-        self.g1, self.g2, self.row, self.position, self.expert = g1, g2, row, position, expert
-        self.lengths, self.position_hash = lengths, position_hash
-        self.offsets = torch.arange(-context, context + 1, device=g1.device)
-        self._windows = None  # (done mask, quantised windows, maxima) per activation, once asked for
-
-    def window_hash(self, index: torch.Tensor) -> torch.Tensor:
-        return self.position_hash[self.row[index], self.position[index]]
-
-    def window_weights(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Quantised window weights of some activations; each computed once per batch (while the banks
-        are filling, the top-K and the sample both take most activations)."""
-        if self._windows is None:
-            n, device = self.row.numel(), self.row.device
-            self._windows = (
-                torch.zeros(n, dtype=torch.bool, device=device),
-                torch.zeros((n, self.offsets.numel()), dtype=torch.uint8, device=device),
-                torch.zeros(n, device=device),
-            )
-        done, windows, maxima = self._windows
-        todo = index[~done[index]].unique()
-        if todo.numel():
-            windows[todo], maxima[todo] = self._compute_window_weights(todo)
-            done[todo] = True
-        return windows[index], maxima[index]
-
-    def _compute_window_weights(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        B, T, H, E = self.g1.shape
-        row = self.row[index, None]
-        position = self.position[index, None] + self.offsets  # [n, W]
-        inside = (position >= 0) & (position < self.lengths[row])
-        token = row * T + position.clamp(0, T - 1)
-        i, j = (self.expert[index] // E)[:, None], (self.expert[index] % E)[:, None]
-        if token.numel() * 8 > B * T * E:  # many windows (a cold start): gather whole head rows
-            rows = [g.transpose(-1, -2).reshape(-1, H) for g in (self.g1, self.g2)]  # [B*T*E, H]
-            g1 = rows[0].index_select(0, (token * E + i).flatten()).view(*token.shape, H)
-            g2 = rows[1].index_select(0, (token * E + j).flatten()).view(*token.shape, H)
-        else:  # a few windows: gather single weights, never copying g1 / g2
-            heads = torch.arange(H, device=token.device) * E
-            g1 = self.g1.reshape(-1).index_select(0, ((token * H * E + i)[..., None] + heads).flatten())
-            g2 = self.g2.reshape(-1).index_select(0, ((token * H * E + j)[..., None] + heads).flatten())
-            g1, g2 = g1.view(*token.shape, H), g2.view(*token.shape, H)  # [n, W, H]
-        weights = (g1 * g2).sum(-1) * inside
-        return quantise_window(weights)
-
-
-def window_hashes(context_ids: torch.Tensor, context: int) -> torch.Tensor:
-    """[B, T] hash of the window around every position; context_ids is [B, T + 2*context] (-1 outside the doc)."""
-    B, width = context_ids.shape
-    windows = context_ids.unfold(1, 2 * context + 1, 1)  # [B, T, W]
-    return window_hash(windows.reshape(-1, 2 * context + 1)).view(B, width - 2 * context)
 
 
 def retain_freed_memory() -> None:
@@ -497,58 +351,5 @@ def retain_freed_memory() -> None:
 
 
 def run_index(options: IndexOptions) -> Path:
+    """Run one index job (`python -m precompute index`); returns the index file written."""
     return IndexJob(options).run()
-
-
-def merge_indexes(paths: list[str | Path], out: str | Path, embed: bool = True, force: bool = False) -> Path:
-    """Combine index files of disjoint shards of one job into one, exactly as one run over all of them."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise IndexJobError(f"{out} already exists: pass --force to overwrite it, or choose another --out.")
-    if len(paths) < 2:
-        raise IndexJobError("merge needs at least two index files.")
-    state, contents = read_index_state(paths[0])
-    documents, tokens = [contents.documents], [contents.tokens]
-    meta = dict(contents.meta)
-    for path in paths[1:]:
-        other_state, other = read_index_state(path)
-        for key in ("config_hash", "corpus", "schema_version"):
-            if other.meta[key] != meta[key]:
-                raise IndexJobError(f"{path} differs from {paths[0]} in {key}: only shards of one job can be merged.")
-        overlap = set(other.meta["shards"]) & set(meta["shards"])
-        if overlap:
-            raise IndexJobError(f"{path} covers shard(s) {sorted(overlap)} already merged: each shard once.")
-        state.absorb(other_state)
-        documents.append(other.documents)
-        tokens.append(other.tokens)
-        meta["shards"] = sorted(meta["shards"] + other.meta["shards"])
-        meta["documents_processed"] += other.meta["documents_processed"]
-    meta["tokens_processed"] = state.tokens_processed
-    meta["created"] = datetime.now(UTC).isoformat(timespec="seconds")
-    meta["embedding_model"] = _embedding_model_name() if embed else None
-    merged = IndexContents(
-        meta, pd.concat(documents, ignore_index=True), pd.concat(tokens, ignore_index=True), contents.vocab
-    )
-    return write_index(out, state, merged, embed=embed)
-
-
-def upgrade_index(path: str | Path, out: str | Path, force: bool = False) -> Path:
-    """Rewrite an index of an older schema version in the current one, from the state it holds: no model run.
-
-    Everything the job accumulated is read back unchanged; the lookup tables of the current schema are
-    derived anew, as are the labels (and embeddings, when the old file had them)."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise IndexJobError(f"{out} already exists: pass --force to overwrite it, or choose another --out.")
-    try:
-        state, contents = read_index_state(path, versions=schema.STATE_READABLE_VERSIONS)
-    except IndexUnavailable as error:
-        raise IndexJobError(f"Cannot upgrade {path}: {error}") from None
-    meta = dict(contents.meta)
-    embed = meta.get("embedding_model") is not None
-    meta.update(
-        schema_version=schema.SCHEMA_VERSION,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-        embedding_model=_embedding_model_name() if embed else None,
-    )
-    return write_index(out, state, dataclasses.replace(contents, meta=meta), embed=embed)

@@ -29,6 +29,13 @@ LABEL_TOKENS = 3
 EMBEDDED_CONTEXTS = 3  # top contexts that go into an expert's embedding text
 
 
+def embedding_model_name() -> str:
+    """The sentence-embedding model expert_embeddings are computed with (imported only when named)."""
+    from explorer.index.embedding import EMBEDDING_MODEL
+
+    return EMBEDDING_MODEL
+
+
 @dataclass
 class IndexContents:
     """What an index holds besides the state: facts, documents, a token source and the vocabulary."""

@@ -5,17 +5,18 @@ published Llama-style Monet tokenizers keep them: `<unk>` 0, `<s>` 1, `</s>` 2. 
 conformance fixtures, the tokenizer adds no BOS by itself; the trainer frames every
 document as `<s> text </s>`.
 
-    python -m precompute.tokenizer --corpus assets/corpus --out FOLDER
+    python -m precompute tokenizer --corpus assets/corpus --out FOLDER   (train does this itself)
 """
 
-import argparse
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from precompute.cli import option, required_option
 from precompute.corpus.build import load_corpus
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2
@@ -55,18 +56,19 @@ def as_transformers(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--corpus", default="assets/corpus", help="corpus folder")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE)
-    parser.add_argument("--model-max-length", type=int, default=2048)
-    args = parser.parse_args()
-    train_texts = [d["text"] for d in load_corpus(args.corpus) if d["split"] == "train"]
-    tokenizer = train_tokenizer(train_texts, args.vocab_size)
-    save_tokenizer(tokenizer, args.out, args.model_max_length)
-    print(f"vocab {tokenizer.get_vocab_size()} -> {args.out}")
+@dataclass
+class TokenizerOptions:
+    """Options of `python -m precompute tokenizer`."""
+
+    out: str = required_option("output folder (tokenizer.json, tokenizer_config.json)")
+    corpus: str = option("assets/corpus", "corpus folder (corpus.jsonl.gz); its train split is used")
+    vocab_size: int = option(VOCAB_SIZE, "byte-level BPE vocabulary size")
+    model_max_length: int = option(2048, "model_max_length written to tokenizer_config.json")
 
 
-if __name__ == "__main__":
-    main()
+def run_tokenizer(options: TokenizerOptions) -> None:
+    """Train and save the tokenizer (seconds on the shipped corpus: no progress bar needed)."""
+    train_texts = [d["text"] for d in load_corpus(options.corpus) if d["split"] == "train"]
+    tokenizer = train_tokenizer(train_texts, options.vocab_size)
+    save_tokenizer(tokenizer, options.out, options.model_max_length)
+    print(f"vocab {tokenizer.get_vocab_size()} -> {options.out}")

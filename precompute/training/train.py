@@ -1,6 +1,6 @@
 """Train the embedded default Monet-VD from scratch on the labelled corpus (assets/corpus).
 
-    python -m precompute.train --out assets/monet-embedded --minutes 30
+    python -m precompute train --out assets/monet-embedded --minutes 30
 
 Data: each train document is framed `<s> text </s>`; a domain's documents (order reshuffled
 every epoch) are packed into one stream cut into windows of --seq-len tokens, so every window
@@ -32,14 +32,13 @@ machine (the number of steps then depends on speed; training.json records it, an
 repeats it exactly).
 """
 
-import argparse
 import json
 import math
 import os
 import platform
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 from statistics import NormalDist
@@ -50,6 +49,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from explorer.model.monet import MonetConfig, MonetForCausalLM
+from precompute.cli import option, required_option
 from precompute.corpus.build import load_corpus
 from precompute.training.tokenizer import SPECIAL_TOKENS, save_tokenizer, train_tokenizer
 
@@ -57,14 +57,11 @@ BOS, EOS = SPECIAL_TOKENS.index("<s>"), SPECIAL_TOKENS.index("</s>")
 SELECTION_TEMPERATURE = 0.1  # of the smooth selection indicator, in units of the normalised router score
 
 
-def option(default, help_text: str):
-    """A TrainConfig field with its command-line help: one source of truth for both."""
-    return field(default=default, metadata={"help": help_text})
-
-
 @dataclass
 class TrainConfig:
-    out: str = option("", "output model folder (model, tokenizer, training.json, README.md)")
+    """Options of `python -m precompute train`: the command line is generated from these fields and their help."""
+
+    out: str = required_option("output model folder (model, tokenizer, training.json, README.md)")
     corpus: str = option("assets/corpus", "corpus folder (corpus.jsonl.gz)")
     tokenizer: str | None = option(None, "folder with a tokenizer.json to reuse; default: train one on the train split")
     minutes: float = option(30.0, "wall-clock budget of the training loop (ignored with --steps)")
@@ -403,7 +400,7 @@ prepend it (id {BOS}) for prompts that start a document.
 - AdamW (β = 0.9, 0.95, weight decay {cfg["weight_decay"]}), peak lr {cfg["lr"]}, warmup {cfg["warmup"]:.0%},
   cosine decay to {cfg["min_lr_ratio"]:.0%}, gradient clip {cfg["grad_clip"]}.
 - Loss: next-token cross-entropy + {cfg["uniformity_weight"]} L_unif + {cfg["ambiguity_weight"]} L_amb, the paper's
-  uniformity and ambiguity losses (eqs. 16-17); L_unif {uniformity_on} (see `precompute/train.py`).
+  uniformity and ambiguity losses (eqs. 16-17); L_unif {uniformity_on} (see `precompute/training/train.py`).
   Last logged: uniformity {last["uniformity"]}, ambiguity {last["ambiguity"]},
   unused (head, entry) pairs in a batch {last["unused"]:.1%}.
 - Router BatchNorm statistics come from training mode (momentum 0.1) and are used at inference.
@@ -418,8 +415,8 @@ Mean next-token loss in nats on the held-out split (about 5 % of each domain's d
 ## Retrain
 ```
 apt-get install -y fortunes fortunes-de fortunes-es fortunes-it   # only to rebuild the corpus
-python -m precompute.corpus --out assets/corpus                   # optional: the corpus is shipped
-python -m precompute.train --out {summary["config"]["out"]} --minutes {cfg["minutes"]:g} --seed {cfg["seed"]}
+python -m precompute corpus --out assets/corpus                   # optional: the corpus is shipped
+python -m precompute train --out {summary["config"]["out"]} --minutes {cfg["minutes"]:g} --seed {cfg["seed"]}
 ```
 `--steps {summary["steps"]}` instead of `--minutes` repeats this run's schedule exactly on the same kind of device.
 Full settings and the loss curve: `training.json`.
@@ -431,19 +428,8 @@ Corpus sources: CPython standard library (PSF licence), Debian `fortunes` (BSD-s
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for spec in fields(TrainConfig):
-        flag, help_text = "--" + spec.name.replace("_", "-"), spec.metadata["help"]
-        if spec.type is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=spec.default, help=help_text)
-        else:
-            kind = {"int | None": int, "str | None": str}.get(str(spec.type), spec.type)
-            parser.add_argument(flag, type=kind, default=spec.default, required=spec.name == "out", help=help_text)
-    summary = train(TrainConfig(**vars(parser.parse_args())))
+def run_training(cfg: TrainConfig) -> None:
+    """`python -m precompute train`: train with a progress bar, then print the summary's headline figures."""
+    summary = train(cfg)
     keys = ("steps", "tokens", "minutes", "tokens_per_second", "heldout_loss")
     print(json.dumps({k: summary[k] for k in keys}, indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -11,7 +11,9 @@ import pytest
 from explorer.index.reader import ExpertIndex
 from precompute.cli import main as cli
 from precompute.corpus.documents import CorpusError, read_documents
-from precompute.indexing.job import IndexJob, IndexJobError, checkpoint_path, merge_indexes, run_index
+from precompute.indexing.job import IndexJob, checkpoint_path, run_index
+from precompute.indexing.options import IndexJobError
+from precompute.indexing.shards import merge_indexes
 
 TABLES = {
     "examples": "grp, expert, kind, rank",
