@@ -28,6 +28,7 @@ from explorer.app.explorer import Explorer
 from explorer.app.generation import Limits
 from explorer.app.inspector import inspect_prompt
 from explorer.index.reader import ExpertIndex
+from explorer.index.text_search import search_text
 from explorer.model.monet import MonetConfig, MonetForCausalLM
 from explorer.model.naming import ExpertRef
 from explorer.web import html, pages
@@ -152,8 +153,11 @@ def main() -> None:
         except Exception as error:  # a figure, not a crash: the failure is the finding
             print(f"  {name:<44} FAILED: {type(error).__name__}: {str(error).splitlines()[0]}")
     for needle in ("tok3000tok", "tok1"):
-        searched, containing = index.search_text(needle).attrs["documents"]
-        print(f"  text {needle!r}: {containing:,} documents contain it, {searched:,} searched (exact when equal)")
+        found = search_text(index, needle)
+        print(
+            f"  text {needle!r}: {found.documents_containing:,} documents contain it,"
+            f" {found.documents_searched:,} searched (exact when equal)"
+        )
 
     print(f"\nc. prompt inspector, {args.prompt_tokens} tokens, hidden {args.hidden}, 24 layers, E 512, H 8")
     ids = torch.randint(0, model.config.vocab_size, (1, args.prompt_tokens))

@@ -4,8 +4,8 @@ Items, separated by commas (outside parentheses), semicolons or new lines:
 - an expert of a routing group, every layer of it: `G5/147040` or `G5 (287, 96)` (groups count from 1);
 - one decoder layer only: `L17/147040` or `L17 (287, 96)` (layers count from 0);
 - a whole row or column of a group's E x E map: `G5 (287, *)`, `G5 (*, 96)`;
-- a whole domain: `domain:code`, the experts skewed toward it by the paper's rule (mean weight on the
-  domain at least twice that on any other domain), looked up in the index.
+- a whole domain: `domain:code`, the experts specialised in it by the paper's rule (mean weight on the
+  domain at least twice that on any other domain; explorer.index.domains), looked up in the index.
 The text is the request's own state (a gr.State / textbox value and `?ablate=` in the URL), so every
 user's set travels with their request.
 """
@@ -41,20 +41,19 @@ def _row_or_column(item: str, shape: ModelShape) -> list | None:
     match = _LINE.match(item)
     if not match or "*" not in (match.group(3), match.group(4)):
         return None
-    kind, index, i, j = match.group(1).upper(), int(match.group(2)), match.group(3), match.group(4)
-    E = shape.experts_per_side
+    kind, number, i, j = match.groups()
     if i == "*" and j == "*":
         raise RequestRejected(f"{item!r}: name a row (i, *) or a column (*, j), not the whole map.")
-    fixed = int(j if i == "*" else i)
-    if not 0 <= fixed < E:
-        raise RequestRejected(f"{item!r}: {'j' if i == '*' else 'i'} {fixed} is outside the model (valid: 0..{E - 1}).")
-    pairs = [(k, fixed) for k in range(E)] if i == "*" else [(fixed, k) for k in range(E)]
+    # the group or layer and the fixed side are checked as in one expert's name, with 0 for the star
+    one_expert = f"{kind}{number} ({0 if i == '*' else i}, {0 if j == '*' else j})"
+    try:
+        kind, index, fixed_i, fixed_j = parse_expert_spec(one_expert, shape)
+    except ValueError as error:
+        raise RequestRejected(str(error).replace(repr(one_expert), repr(item))) from None
+    E = shape.experts_per_side
+    pairs = [(k, fixed_j) for k in range(E)] if i == "*" else [(fixed_i, k) for k in range(E)]
     if kind == "G":
-        if not 1 <= index <= shape.num_groups:
-            raise RequestRejected(f"{item!r}: group G{index} is outside the model (valid: G1..G{shape.num_groups}).")
-        return [ExpertRef(index - 1, a, b, E) for a, b in pairs]
-    if not 0 <= index < shape.num_layers:
-        raise RequestRejected(f"{item!r}: layer {index} is outside the model (valid: 0..{shape.num_layers - 1}).")
+        return [ExpertRef(index, a, b, E) for a, b in pairs]
     return [(index, a, b) for a, b in pairs]
 
 

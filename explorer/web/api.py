@@ -5,10 +5,13 @@ plain HTTP get the same answers as the page. Groups are numbered from 1 here (0 
 expert names. Errors come back as the same sentences the page shows.
 """
 
+from dataclasses import asdict
+
 from explorer.app.explorer import Explorer
 from explorer.app.generation import GenerationSettings
 from explorer.app.inspector import ACTIVE_WEIGHT
 from explorer.app.tokens import RequestRejected
+from explorer.model.naming import group_number
 from explorer.web.pages import shows_errors
 
 
@@ -26,7 +29,8 @@ def endpoints(explorer: Explorer) -> dict:
     def search(query: str, mode: str = "auto", group: int = 0, limit: int = 20) -> dict:
         """Find experts: mode auto | id | token | text | meaning; group 1..G or 0 for all."""
         result = explorer.search(query, mode, _group(explorer, group), limit)
-        return {"mode": result.mode, "message": result.message, "results": result.rows}
+        rows = [{**asdict(row), "group": group_number(row.group)} for row in result.rows]
+        return {"mode": result.mode, "message": result.message, "results": rows}
 
     def expert(expert: str) -> dict:
         """One expert's page data: stats, top contexts with per-token weights, samples, histogram, domains, siblings."""

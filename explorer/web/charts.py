@@ -4,9 +4,13 @@ Charts get small, already aggregated frames (never one row per expert: a group h
 and large fonts so they stay legible on a projector.
 """
 
+from dataclasses import asdict
+
 import altair as alt
 import numpy as np
-import pandas as pd
+import polars as pl
+
+from explorer.index.reader import DomainMean, HistogramBin
 
 FONT_SIZE = 15
 ACCENT = "#e8590c"
@@ -29,13 +33,14 @@ def density_histogram(densities: dict[str, np.ndarray], bins: int = 30) -> alt.C
     """
     values = np.concatenate([d[d > 0] for d in densities.values()] or [np.zeros(0)])
     if values.size == 0:
-        return _styled(alt.Chart(pd.DataFrame({"x": []})).mark_text().properties(title="No active experts"))
+        return _styled(alt.Chart(pl.DataFrame({"x": []})).mark_text().properties(title="No active experts"))
     edges = np.logspace(np.log10(values.min()), np.log10(values.max()) + 1e-9, bins + 1)
-    frames = [
-        pd.DataFrame({"group": name, "density": edges[:-1], "experts": np.histogram(d[d > 0], edges)[0]})
-        for name, d in densities.items()
-    ]
-    frame = pd.concat(frames, ignore_index=True)
+    frame = pl.concat(
+        [
+            pl.DataFrame({"group": name, "density": edges[:-1], "experts": np.histogram(d[d > 0], edges)[0]})
+            for name, d in densities.items()
+        ]
+    )
     chart = (
         alt.Chart(frame)
         .mark_line(interpolate="step-after", strokeWidth=2.5)
@@ -55,13 +60,16 @@ def density_histogram(densities: dict[str, np.ndarray], bins: int = 30) -> alt.C
     return _styled(chart)
 
 
-def weight_histogram(histogram: pd.DataFrame) -> alt.Chart:
-    """An expert's active weights in log bins: columns low, high, count (explorer.index.ExpertIndex.histogram)."""
-    filled = histogram.index[histogram["count"] > 0]
-    if len(filled):  # the bins from the lightest to the heaviest weight seen
-        histogram = histogram.loc[filled.min() : filled.max()]
+def weight_histogram(histogram: list[HistogramBin]) -> alt.Chart:
+    """An expert's active weights in log bins (explorer.index.reader.ExpertIndex.histogram)."""
+    filled = [k for k, b in enumerate(histogram) if b.count > 0]
+    if filled:  # the bins from the lightest to the heaviest weight seen
+        histogram = histogram[filled[0] : filled[-1] + 1]
+    frame = pl.DataFrame(
+        [asdict(b) for b in histogram], schema={"low": pl.Float64, "high": pl.Float64, "count": pl.Int64}
+    )
     chart = (
-        alt.Chart(histogram)
+        alt.Chart(frame)
         .mark_rect(color=ACCENT)
         .encode(
             x=alt.X("low:Q", scale=alt.Scale(type="log", nice=False), title="weight (log scale)"),
@@ -75,9 +83,12 @@ def weight_histogram(histogram: pd.DataFrame) -> alt.Chart:
     return _styled(chart)
 
 
-def domain_bars(domain_means: pd.DataFrame, specialised_in: str | None) -> alt.Chart:
-    """Mean weight per domain (columns domain, mean_weight); the specialised domain, if any, in the accent colour."""
-    frame = domain_means.assign(colour=[ACCENT if d == specialised_in else MUTED for d in domain_means["domain"]])
+def domain_bars(domain_means: list[DomainMean], specialised_in: str | None) -> alt.Chart:
+    """Mean weight per domain; the specialised domain, if any, in the accent colour."""
+    frame = pl.DataFrame(
+        [{**asdict(d), "colour": ACCENT if d.domain == specialised_in else MUTED} for d in domain_means],
+        schema={"domain": pl.String, "mean_weight": pl.Float64, "n_tokens": pl.Int64, "colour": pl.String},
+    )
     chart = (
         alt.Chart(frame)
         .mark_bar()

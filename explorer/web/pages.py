@@ -5,6 +5,7 @@ input, no index, a corrupt file) become a gr.Error with the message alone (`show
 page shows a sentence, never a stack trace, and the app keeps serving.
 """
 
+import csv
 import functools
 import inspect
 import json
@@ -12,18 +13,19 @@ import logging
 import os
 import tempfile
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 import duckdb
 import gradio as gr
-import pandas as pd
 
 from explorer.app import ablation_set
 from explorer.app.explorer import SEARCH_MODES, ExpertPage, Explorer
 from explorer.app.generation import GenerationSettings
 from explorer.app.inspector import PromptInspection
 from explorer.app.tokens import RequestRejected
-from explorer.index.reader import IndexUnavailable
+from explorer.index.reader import ExpertStats, IndexUnavailable
+from explorer.model.naming import group_number
 from explorer.web import charts, html
 
 log = logging.getLogger(__name__)
@@ -93,47 +95,43 @@ def _fact(label: str, value) -> str:
 
 def facts_html(explorer: Explorer) -> str:
     facts = explorer.facts()
-    if explorer.model is None:
+    model = facts.model
+    if model is None:
         return html.notice("No model loaded.", "warning")
-    model = [
-        _fact("model", facts["model"]),
-        _fact("decomposition", facts["decomposition"]),
-        _fact("layers", facts["layers"]),
-        _fact("hidden size", f"{facts['hidden_size']:,}"),
+    model_rows = [
+        _fact("model", facts.model_id),
+        _fact("decomposition", model.decomposition),
+        _fact("layers", model.layers),
+        _fact("hidden size", f"{model.hidden_size:,}"),
         _fact(
             "experts per layer",
-            f"{facts['experts_per_side']} × {facts['experts_per_side']} = {facts['experts_per_layer']:,}",
+            f"{model.experts_per_side} × {model.experts_per_side} = {model.experts_per_layer:,}",
         ),
-        _fact("router heads", facts["router_heads"]),
-        _fact("running on", f"{facts['device']} · {facts['dtype']}"),
+        _fact("router heads", model.router_heads),
+        _fact("running on", f"{model.device} · {model.dtype}"),
     ]
-    active = explorer.experts_ever_active() if explorer.index is not None else None
     groups = []
-    for g, text in enumerate(facts["groups"]):
-        fired = (
-            ""
-            if active is None
-            else (f" · {active[g]:,} experts ever active ({active[g] / facts['experts_per_layer']:.1%})")
-        )
-        groups.append(
-            f"<li><b>{html.esc(text.split(' = ')[0])}</b> = {html.esc(text.split(' = ')[1])}{html.esc(fired)}</li>"
-        )
+    for group in model.groups:
+        active = group.experts_ever_active
+        fired = "" if active is None else f" · {active:,} experts ever active ({active / model.experts_per_layer:.1%})"
+        layers = f"layers {group.layers[0]}-{group.layers[-1]}"
+        groups.append(f"<li><b>G{group_number(group.group)}</b> = {html.esc(layers + fired)}</li>")
     cards = [
-        f'<div class="card"><h3>Model</h3>{"".join(model)}</div>',
+        f'<div class="card"><h3>Model</h3>{"".join(model_rows)}</div>',
         f'<div class="card"><h3>Routing groups</h3><p class="hint">Groups count from 1, layers from 0. '
         f"The layers of a group share its router, so an expert fires in all of them.</p>"
         f'<ul class="groups">{"".join(groups)}</ul></div>',
     ]
-    if "index" in facts:
-        index = facts["index"]
+    index = facts.index
+    if index is not None:
         rows = [
-            _fact("tokens indexed", f"{index['tokens_processed']:,}"),
-            _fact("documents", f"{index['documents_processed']:,}"),
-            _fact("corpus", index["corpus"]),
-            _fact("domains", ", ".join(index["domains"]) or "none"),
-            _fact("contexts kept per expert", index["top_k"]),
-            _fact("active when weight ≥", index["min_weight"]),
-            _fact("built", index["created"]),
+            _fact("tokens indexed", f"{index.tokens_processed:,}"),
+            _fact("documents", f"{index.documents_processed:,}"),
+            _fact("corpus", index.corpus),
+            _fact("domains", ", ".join(index.domains) or "none"),
+            _fact("contexts kept per expert", index.top_k),
+            _fact("active when weight ≥", index.min_weight),
+            _fact("built", index.created),
         ]
         cards.append(f'<div class="card"><h3>Expert index</h3>{"".join(rows)}</div>')
     return f'<div class="cards">{"".join(cards)}</div>'
@@ -147,9 +145,9 @@ def density_chart(explorer: Explorer):
     )
 
 
-def _expert_rows_html(frame: pd.DataFrame, empty: str) -> str:
+def _expert_rows_html(experts: list[ExpertStats], empty: str) -> str:
     columns = [("name", "expert", str), ("label", "label", str), ("density", "density", html.percent)]
-    return html.table_html(frame.to_dict("records"), columns, empty)
+    return html.table_html([asdict(e) for e in experts], columns, empty)
 
 
 @shows_errors
@@ -199,8 +197,8 @@ def _expert_header(page: ExpertPage) -> str:
 
 def _siblings_html(page: ExpertPage) -> str:
     columns = [("name", "expert", str), ("label", "label", str), ("density", "density", html.percent)]
-    row = html.table_html(page.same_row.to_dict("records"), columns, "No other active expert in this row.")
-    column = html.table_html(page.same_column.to_dict("records"), columns, "No other active expert in this column.")
+    row = html.table_html([asdict(e) for e in page.same_row], columns, "No other active expert in this row.")
+    column = html.table_html([asdict(e) for e in page.same_column], columns, "No other active expert in this column.")
     return (
         f'<div class="siblings"><div><h4>Same row i = {page.ref.i} (first routing side)</h4>{row}</div>'
         f"<div><h4>Same column j = {page.ref.j} (second routing side)</h4>{column}</div></div>"
@@ -216,6 +214,13 @@ def _write_atomically(path: Path, write) -> str:
     write(partial)
     os.replace(partial, path)
     return str(path)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _export_files(page: ExpertPage) -> tuple[str, str]:
@@ -240,9 +245,7 @@ def _export_files(page: ExpertPage) -> tuple[str, str]:
         for kind in ("top_contexts", "quantile_samples")
         for e in data[kind]
     ]
-    csv_path = _write_atomically(
-        EXPORT_DIR / f"{stem}-contexts.csv", lambda path: pd.DataFrame(contexts).to_csv(path, index=False)
-    )
+    csv_path = _write_atomically(EXPORT_DIR / f"{stem}-contexts.csv", lambda path: _write_csv(path, contexts))
     return json_path, csv_path
 
 
@@ -252,16 +255,14 @@ def expert_view(explorer: Explorer, spec: str) -> dict:
     ref = explorer.expert_ref(spec)
     page = explorer.expert_page(ref)
     json_path, csv_path = _export_files(page)
-    top_tokens = "".join(
-        _chip(t, str(c)) for t, c in zip(page.top_tokens["token"], page.top_tokens["count"], strict=True)
-    )
+    top_tokens = "".join(_chip(t.token, str(t.count)) for t in page.top_tokens)
     return {
         "name": str(ref),
         "header": _expert_header(page),
         "contexts": html.context_rows_html(page.top),
         "samples": html.context_rows_html(page.samples, show_quantile=True),
         "histogram": charts.weight_histogram(page.histogram),
-        "domains": charts.domain_bars(page.domains, page.verdict.specialised_in) if len(page.domains) else None,
+        "domains": charts.domain_bars(page.domains, page.verdict.specialised_in) if page.domains else None,
         "top_tokens": f'<div class="chips">{top_tokens}</div>' if top_tokens else html.notice("No top tokens."),
         "siblings": _siblings_html(page),
         "json": json_path,
@@ -287,7 +288,7 @@ def expert_extras(explorer: Explorer, spec: str) -> tuple[str, str]:
     else:
         effects_html = html.notice("No stored contexts to measure its output on.")
     try:
-        similar = explorer.similar_experts(ref)
+        similar = [asdict(s) for s in explorer.similar_experts(ref)]
         columns = [
             ("name", "expert", str),
             ("label", "label", str),
@@ -313,7 +314,7 @@ def search_view(explorer: Explorer, query: str, mode: str, group: int | None) ->
     status = html.notice(
         f"{result.message} · {len(result.rows)} result(s) · searched by {result.mode} ({SEARCH_MODES[result.mode]})"
     )
-    return status, html.table_html(result.rows, columns, "No expert matches.")
+    return status, html.table_html([asdict(row) for row in result.rows], columns, "No expert matches.")
 
 
 # -- prompt inspector ------------------------------------------------------------------------------------

@@ -3,12 +3,11 @@
 import re
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from explorer.app import ablation_set
-from explorer.app.explorer import domain_verdict
 from explorer.app.tokens import RequestRejected
+from explorer.index.reader import DomainMean, HistogramBin
 from explorer.model.naming import ModelShape
 from explorer.web import charts, html
 from explorer.web.pages import spec_from_event
@@ -73,8 +72,8 @@ def test_charts_are_valid_vega_lite():
     for chart in (
         charts.density_histogram(densities),
         charts.density_histogram({"G1": np.zeros(4)}),
-        charts.weight_histogram(pd.DataFrame({"low": [0.01, 0.1], "high": [0.1, 1.0], "count": [3, 0]})),
-        charts.domain_bars(pd.DataFrame({"domain": ["a", "b"], "mean_weight": [0.2, 0.05], "n_tokens": [5, 6]}), "a"),
+        charts.weight_histogram([HistogramBin(0.01, 0.1, 3), HistogramBin(0.1, 1.0, 0)]),
+        charts.domain_bars([DomainMean("a", 0.2, 5), DomainMean("b", 0.05, 6)], "a"),
     ):
         spec = chart.to_dict()
         assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite")
@@ -132,17 +131,6 @@ def test_ablation_size_is_bounded(monkeypatch):
     monkeypatch.setattr(ablation_set, "MAX_SWITCHED_OFF_PER_LAYER", 20)
     with pytest.raises(RequestRejected, match="limit is 20"):
         ablation_set.resolve("G1 (1, *), G1 (2, *)", SHAPE)
-
-
-def test_domain_verdict_follows_the_two_x_rule():
-    frame = pd.DataFrame({"domain": ["code", "prose", "german"], "mean_weight": [0.3, 0.1, 0.0]})
-    verdict = domain_verdict(frame)
-    assert verdict.specialised_in == "code" and verdict.ratio == pytest.approx(3.0)
-    close = domain_verdict(frame.assign(mean_weight=[0.3, 0.2, 0.0]))
-    assert close.specialised_in is None and "1.5×" in close.text
-    only = domain_verdict(frame.assign(mean_weight=[0.3, 0.0, 0.0]))
-    assert only.specialised_in == "code" and "∞" in only.text
-    assert domain_verdict(frame.head(1)).specialised_in is None
 
 
 def test_clicks_name_experts():
