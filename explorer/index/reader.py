@@ -23,6 +23,7 @@ import duckdb
 import numpy as np
 
 from explorer.index import schema
+from explorer.index.schema import IndexMeta
 from explorer.model.naming import ExpertRef
 
 EXAMPLE_CACHE_EXPERTS = 64
@@ -32,24 +33,6 @@ BUILD_HINT = "build it with `python -m precompute index --out {path}` (see READM
 
 class IndexUnavailable(RuntimeError):
     """The index file is missing, unreadable, of another schema version, or lacks what was asked."""
-
-
-@dataclass(frozen=True)
-class IndexMeta:
-    model: str
-    corpus: str
-    tokens_processed: int
-    top_k: int
-    context: int
-    min_weight: float
-    num_groups: int
-    moe_groups: int
-    moe_experts: int
-    moe_heads: int
-    moe_decompose: str
-    schema_version: int
-    created: str
-    facts: dict  # every meta key (see index_schema.META_KEYS)
 
 
 @dataclass(frozen=True)
@@ -163,6 +146,13 @@ class ExpertIndex:
                     else f"rebuild it: {hint}."
                 )
             )
+        try:
+            self._index_meta = schema.read_meta(rows)
+        except ValueError as error:
+            self._conn.close()
+            raise IndexUnavailable(
+                f"{self.path} is not a complete expert index ({error}); rebuild it: {hint}."
+            ) from None
         self.experts_per_side = self._meta["moe_experts"]
         self.tokens_processed = max(1, self._meta["tokens_processed"])
         self.context = self._meta["context"]  # tokens kept on each side of an example's position
@@ -198,12 +188,12 @@ class ExpertIndex:
 
     # -- facts ------------------------------------------------------------------------------------
     def meta_dict(self) -> dict:
+        """Every key of the `meta` table, JSON-decoded (the facts the app lists)."""
         return dict(self._meta)
 
     def meta(self) -> IndexMeta:
-        m = self._meta
-        fields = {f: m[f] for f in IndexMeta.__dataclass_fields__ if f != "facts"}
-        return IndexMeta(**fields, facts=dict(m))
+        """The `meta` table, typed (explorer.index.schema.IndexMeta, parsed once when the file was opened)."""
+        return self._index_meta
 
     @property
     def has_embeddings(self) -> bool:

@@ -10,7 +10,10 @@ i * E + j inside the group; `doc` is the document's index in the corpus (stable 
 min_weight anywhere) have no rows. Weights below `min_weight` are treated as 0 everywhere.
 """
 
-from dataclasses import dataclass
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from typing import Any, get_args, get_type_hints
 
 SCHEMA_VERSION = 2
 # Rows per row group (DuckDB's default is 122,880). Lookups read whole row groups of the columns they touch, so
@@ -48,38 +51,78 @@ class Table:
 
 META = Table(
     "meta",
-    "Key/value facts about the index; values are JSON. Keys: see META_KEYS.",
+    "Key/value facts about the index; values are JSON. Keys: the fields of IndexMeta.",
     (
         Column("key", "VARCHAR PRIMARY KEY", "name of the fact"),
         Column("value", "VARCHAR", "JSON-encoded value"),
     ),
 )
 
-META_KEYS = {
-    "schema_version": "int: SCHEMA_VERSION of the writer",
-    "created": "str: ISO date and time the file was written",
-    "model": "str: --model as given (folder or hub id)",
-    "config_hash": "str: sha256 of the model config and every setting that shapes the index",
-    "tokenizer": "str: tokenizer class and vocabulary size",
-    "corpus": "str: corpus description (path or dataset name, split)",
-    "shards": "list[str]: the 'k/n' shards this file covers ('0/1' for a whole run)",
-    "documents_processed": "int: documents read",
-    "tokens_processed": "int: tokens the model ran on (densities and means divide by this)",
-    "seq_len": "int: tokens per forward window; documents longer than this are cut into windows",
-    "top_k": "int: top contexts kept per expert (K)",
-    "samples": "int: uniformly sampled activations kept per expert (for quantile examples)",
-    "context": "int: tokens kept on each side of an example's position",
-    "min_weight": "float: an expert is active at a token when its weight >= this (density threshold)",
-    "histogram_edges": "list[float]: log-spaced bin edges of experts.histogram (last bin includes the top edge)",
-    "num_layers": "int: decoder layers",
-    "moe_groups": "int: layers per routing group",
-    "num_groups": "int: routing groups",
-    "moe_experts": "int: E, experts per side (E*E experts per group)",
-    "moe_heads": "int: H, router heads",
-    "moe_decompose": "str: vertical (VD) or horizontal (HD)",
-    "dtype": "str: dtype the model ran in",
-    "embedding_model": "str | null: sentence-transformers model of expert_embeddings (null: none)",
-}
+
+def _fact(help_text: str, **default) -> Any:
+    """An IndexMeta field: one `meta` key, with its help (shown by `python -m precompute schema`)."""
+    return field(metadata={"help": help_text}, **default)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexMeta:
+    """The `meta` table, typed: one field per key, stored as JSON. The writer fills the three stamped
+    fields (schema_version, created, embedding_model) itself when it writes the file."""
+
+    schema_version: int = _fact("SCHEMA_VERSION of the writer", default=SCHEMA_VERSION)
+    created: str = _fact("ISO date and time the file was written", default="")
+    model: str = _fact("--model as given (folder or hub id)")
+    config_hash: str = _fact("sha256 of the model config and every setting that shapes the index")
+    tokenizer: str = _fact("tokenizer class and vocabulary size")
+    corpus: str = _fact("corpus description (path or dataset name, split)")
+    shards: list[str] = _fact("the 'k/n' shards this file covers ('0/1' for a whole run)")
+    documents_processed: int = _fact("documents read")
+    tokens_processed: int = _fact("tokens the model ran on (densities and means divide by this)")
+    seq_len: int = _fact("tokens per forward window; documents longer than this are cut into windows")
+    top_k: int = _fact("top contexts kept per expert (K)")
+    samples: int = _fact("uniformly sampled activations kept per expert (for quantile examples)")
+    context: int = _fact("tokens kept on each side of an example's position")
+    min_weight: float = _fact("an expert is active at a token when its weight >= this (density threshold)")
+    histogram_edges: list[float] = _fact("log-spaced bin edges of experts.histogram (last bin includes the top edge)")
+    num_layers: int = _fact("decoder layers")
+    moe_groups: int = _fact("layers per routing group")
+    num_groups: int = _fact("routing groups")
+    moe_experts: int = _fact("E, experts per side (E*E experts per group)")
+    moe_heads: int = _fact("H, router heads")
+    moe_decompose: str = _fact("vertical (VD) or horizontal (HD)")
+    dtype: str = _fact("dtype the model ran in")
+    embedding_model: str | None = _fact("sentence-transformers model of expert_embeddings (null: none)", default=None)
+
+    @property
+    def experts_per_group(self) -> int:
+        return self.moe_experts**2
+
+
+def meta_rows(meta: IndexMeta) -> list[tuple[str, str]]:
+    """The `meta` table's rows for `meta`: (key, JSON value), one per field, in field order."""
+    return [(spec.name, json.dumps(getattr(meta, spec.name))) for spec in fields(IndexMeta)]
+
+
+def read_meta(rows: Iterable[tuple[str, str]]) -> IndexMeta:
+    """IndexMeta from the `meta` table's (key, JSON value) rows; keys it does not know are ignored.
+
+    Raises ValueError naming the missing keys of a file that lacks some."""
+    values = {key: json.loads(value) for key, value in rows}
+    missing = [spec.name for spec in fields(IndexMeta) if spec.name not in values]
+    if missing:
+        raise ValueError(f"meta lacks {', '.join(missing)}")
+    return IndexMeta(**{spec.name: values[spec.name] for spec in fields(IndexMeta)})
+
+
+def meta_keys_markdown() -> list[str]:
+    """One Markdown line per meta key: its type and help."""
+    hints = get_type_hints(IndexMeta)
+    return [f"- `{spec.name}` ({_type_name(hints[spec.name])}): {spec.metadata['help']}" for spec in fields(IndexMeta)]
+
+
+def _type_name(kind) -> str:
+    return str(kind) if get_args(kind) else kind.__name__
+
 
 DOCUMENTS = Table(
     "documents",
@@ -268,5 +311,5 @@ def schema_markdown() -> str:
         lines += [f"### `{table.name}`", table.help + order, "", "| column | type | meaning |", "|---|---|---|"]
         lines += [f"| {c.name} | {c.sql_type} | {c.help} |" for c in table.columns]
         lines.append("")
-    lines += ["`meta` keys:", ""] + [f"- `{key}`: {text}" for key, text in META_KEYS.items()]
+    lines += ["`meta` keys (IndexMeta):", ""] + meta_keys_markdown()
     return "\n".join(lines) + "\n"

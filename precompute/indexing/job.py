@@ -21,7 +21,6 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +43,7 @@ from precompute.indexing.options import (
     refuse_to_overwrite,
 )
 from precompute.indexing.topk import ExpertState, make_address
-from precompute.indexing.writer import IndexContents, embedding_model_name, write_index
+from precompute.indexing.writer import IndexContents, write_index
 
 HISTOGRAM_BINS = 16
 
@@ -301,31 +300,28 @@ class IndexJob:
                 documents.append((document.index, document.source_id, document.domain, len(ids)))
                 tokens.append(pd.DataFrame({"doc": document.index, "position": np.arange(len(ids)), "token_id": ids}))
         config = self.model.config
-        meta = {
-            "schema_version": schema.SCHEMA_VERSION,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "model": self.options.model,
-            "config_hash": self.config_hash,
-            "tokenizer": f"{type(self.tokenizer).__name__} ({len(self.tokenizer)} tokens)",
-            "corpus": describe_corpus(self.options.corpus, self.options.split),
-            "shards": [self.options.shard],
-            "documents_processed": cursor.documents,
-            "tokens_processed": state.tokens_processed,
-            "seq_len": self.options.seq_len,
-            "top_k": self.options.top_k,
-            "samples": self.options.samples,
-            "context": self.options.context,
-            "min_weight": self.options.min_weight,
-            "histogram_edges": state.histogram_edges.tolist(),
-            "num_layers": config.num_hidden_layers,
-            "moe_groups": config.moe_groups,
-            "num_groups": self.shape.num_groups,
-            "moe_experts": config.moe_experts,
-            "moe_heads": config.moe_heads,
-            "moe_decompose": config.moe_decompose,
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "embedding_model": None if self.options.no_embeddings else embedding_model_name(),
-        }
+        meta = schema.IndexMeta(
+            model=self.options.model,
+            config_hash=self.config_hash,
+            tokenizer=f"{type(self.tokenizer).__name__} ({len(self.tokenizer)} tokens)",
+            corpus=describe_corpus(self.options.corpus, self.options.split),
+            shards=[self.options.shard],
+            documents_processed=cursor.documents,
+            tokens_processed=state.tokens_processed,
+            seq_len=self.options.seq_len,
+            top_k=self.options.top_k,
+            samples=self.options.samples,
+            context=self.options.context,
+            min_weight=self.options.min_weight,
+            histogram_edges=state.histogram_edges.tolist(),
+            num_layers=config.num_hidden_layers,
+            moe_groups=config.moe_groups,
+            num_groups=self.shape.num_groups,
+            moe_experts=config.moe_experts,
+            moe_heads=config.moe_heads,
+            moe_decompose=config.moe_decompose,
+            dtype=str(self.dtype).removeprefix("torch."),
+        )
         vocab = self.tokenizer.batch_decode([[t] for t in range(len(self.tokenizer))])
         return IndexContents(
             meta=meta,

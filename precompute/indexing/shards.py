@@ -9,7 +9,6 @@ it again, so the result is exactly what one run (over all shards, in the current
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +17,7 @@ from explorer.index import schema
 from explorer.index.reader import IndexUnavailable
 from precompute.cli import option, required_option
 from precompute.indexing.options import IndexJobError, refuse_to_overwrite
-from precompute.indexing.writer import IndexContents, embedding_model_name, read_index_state, write_index
+from precompute.indexing.writer import IndexContents, read_index_state, write_index
 
 
 @dataclass
@@ -56,24 +55,24 @@ def merge_indexes(paths: list[str | Path], out: str | Path, embed: bool = True, 
     if len(paths) < 2:
         raise IndexJobError("merge needs at least two index files.")
     state, contents = read_index_state(paths[0])
-    documents, tokens = [contents.documents], [contents.tokens]
-    meta = dict(contents.meta)
+    documents, tokens, meta = [contents.documents], [contents.tokens], contents.meta
     for path in paths[1:]:
         other_state, other = read_index_state(path)
         for key in ("config_hash", "corpus", "schema_version"):
-            if other.meta[key] != meta[key]:
+            if getattr(other.meta, key) != getattr(meta, key):
                 raise IndexJobError(f"{path} differs from {paths[0]} in {key}: only shards of one job can be merged.")
-        overlap = set(other.meta["shards"]) & set(meta["shards"])
+        overlap = set(other.meta.shards) & set(meta.shards)
         if overlap:
             raise IndexJobError(f"{path} covers shard(s) {sorted(overlap)} already merged: each shard once.")
         state.absorb(other_state)
         documents.append(other.documents)
         tokens.append(other.tokens)
-        meta["shards"] = sorted(meta["shards"] + other.meta["shards"])
-        meta["documents_processed"] += other.meta["documents_processed"]
-    meta["tokens_processed"] = state.tokens_processed
-    meta["created"] = datetime.now(UTC).isoformat(timespec="seconds")
-    meta["embedding_model"] = embedding_model_name() if embed else None
+        meta = dataclasses.replace(
+            meta,
+            shards=sorted(meta.shards + other.meta.shards),
+            documents_processed=meta.documents_processed + other.meta.documents_processed,
+        )
+    meta = dataclasses.replace(meta, tokens_processed=state.tokens_processed)
     merged = IndexContents(
         meta, pd.concat(documents, ignore_index=True), pd.concat(tokens, ignore_index=True), contents.vocab
     )
@@ -91,11 +90,4 @@ def upgrade_index(path: str | Path, out: str | Path, force: bool = False) -> Pat
         state, contents = read_index_state(path, versions=schema.STATE_READABLE_VERSIONS)
     except IndexUnavailable as error:
         raise IndexJobError(f"Cannot upgrade {path}: {error}") from None
-    meta = dict(contents.meta)
-    embed = meta.get("embedding_model") is not None
-    meta.update(
-        schema_version=schema.SCHEMA_VERSION,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-        embedding_model=embedding_model_name() if embed else None,
-    )
-    return write_index(out, state, dataclasses.replace(contents, meta=meta), embed=embed)
+    return write_index(out, state, contents, embed=contents.meta.embedding_model is not None)

@@ -10,9 +10,10 @@ groups first (at the published scale about 1.5 GB of arrays for 50M top contexts
 state's 2.5 GB). The file appears atomically: it is written beside the target and renamed at the end.
 """
 
-import json
+import dataclasses
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -40,7 +41,7 @@ def embedding_model_name() -> str:
 class IndexContents:
     """What an index holds besides the state: facts, documents, a token source and the vocabulary."""
 
-    meta: dict
+    meta: schema.IndexMeta  # write_index stamps schema_version, created and embedding_model
     documents: pd.DataFrame  # doc, source_id, domain, n_tokens
     tokens: pd.DataFrame  # doc, position, token_id: at least every token inside an example's window
     vocab: list[str]  # display text by token id
@@ -242,10 +243,17 @@ def _write_doc_text(conn, doc, position, token_id, places: dict[str, np.ndarray]
 def write_index(
     path: str | Path, state: ExpertState, contents: IndexContents, embed: bool = False, progress=None
 ) -> Path:
-    """Write the state and contents as a complete index file at `path` (atomically: temp file, rename)."""
+    """Write the state and contents as a complete index file at `path` (atomically: temp file, rename).
+
+    The meta facts are stamped here: the current schema version, the time, the embedding model (if any)."""
     path = Path(path)
-    meta = contents.meta
-    E, n_groups, context = meta["moe_experts"], meta["num_groups"], meta["context"]
+    meta = dataclasses.replace(
+        contents.meta,
+        schema_version=schema.SCHEMA_VERSION,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        embedding_model=embedding_model_name() if embed else None,
+    )
+    E, n_groups, context = meta.moe_experts, meta.num_groups, meta.context
     experts_per_group = E * E
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
@@ -256,7 +264,7 @@ def write_index(
     try:
         for statement in schema.create_statements():
             conn.execute(statement)
-        conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        conn.executemany("INSERT INTO meta VALUES (?, ?)", schema.meta_rows(meta))
         _insert(
             conn,
             schema.VOCAB,
@@ -398,18 +406,17 @@ def read_index_state(
     from explorer.index.reader import ExpertIndex
 
     with ExpertIndex(path, versions) as index, index.cursor() as conn:
-        meta = index.meta_dict()
-        E, n_groups = meta["moe_experts"], meta["num_groups"]
-        experts_per_group = E * E
+        meta = index.meta()
+        experts_per_group = meta.experts_per_group
         state = ExpertState(
-            n_groups * experts_per_group,
-            meta["top_k"],
-            meta["samples"],
-            2 * meta["context"] + 1,
-            torch.tensor(meta["histogram_edges"], dtype=torch.float64),
+            meta.num_groups * experts_per_group,
+            meta.top_k,
+            meta.samples,
+            2 * meta.context + 1,
+            torch.tensor(meta.histogram_edges, dtype=torch.float64),
             device=device,
         )
-        state.tokens_processed = meta["tokens_processed"]
+        state.tokens_processed = meta.tokens_processed
         for domain, n_tokens in conn.execute("SELECT domain, n_tokens FROM domains ORDER BY domain").fetchall():
             column = state.domain_index(domain)
             state.domain_tokens[column] = n_tokens

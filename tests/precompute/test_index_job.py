@@ -99,7 +99,7 @@ def test_two_shards_merged_equal_one_run(vd_tiny, corpus, tmp_path, index_option
     )
     assert_same_index(tmp_path / "all.duckdb", tmp_path / "merged.duckdb", exact=False)
     merged = ExpertIndex(tmp_path / "merged.duckdb").meta()
-    assert merged.facts["shards"] == ["0/2", "1/2"]
+    assert merged.shards == ["0/2", "1/2"]
     assert merged.tokens_processed == ExpertIndex(tmp_path / "all.duckdb").meta().tokens_processed
     with pytest.raises(IndexJobError, match="already merged"):
         merge_indexes([tmp_path / "shard0.duckdb", tmp_path / "merged.duckdb"], tmp_path / "again.duckdb")
