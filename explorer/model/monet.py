@@ -146,9 +146,29 @@ class MonetRouter(nn.Module):
         return g1, g2
 
 
+def _heads_selecting(g: torch.Tensor) -> torch.Tensor:
+    """[N, H, E] routing weights -> [N, E] bitmask of the heads that select each entry (bit h for head h)."""
+    H = g.shape[1]
+    dtype = torch.uint8 if H <= 8 else torch.int16 if H <= 15 else torch.int32
+    bits = (1 << torch.arange(H, device=g.device, dtype=torch.int32)).to(dtype)
+    return ((g > 0).to(dtype) * bits[:, None]).sum(1, dtype=dtype)
+
+
 def _switched_off_weights(g1, g2, rows, cols):
-    """Weight w_ij = sum_h g1[h, i] * g2[h, j] of each switched-off expert (rows[a], cols[a]): [B, T, A]."""
-    return (g1.index_select(-1, rows) * g2.index_select(-1, cols)).sum(-2)
+    """The non-zero weights w = sum_h g1[h, i] * g2[h, j] of the switched-off experts (i, j) = (rows[a], cols[a]),
+    as flat lists (token, a, w) over the B*T tokens.
+
+    The router selects a few entries per head and side, so at any token only a few switched-off experts have
+    a non-zero weight: those where one head selects both i and j. Per token and entry a bitmask of the
+    selecting heads finds them on [tokens, A] small integers, and only they get their weight: the cost
+    follows the active entries, not tokens x A x heads (A is up to 20,000 per layer)."""
+    H, E = g1.shape[-2:]
+    g1, g2 = g1.reshape(-1, H, E), g2.reshape(-1, H, E)
+    shared_heads = _heads_selecting(g1).index_select(1, rows) & _heads_selecting(g2).index_select(1, cols)
+    token, a = shared_heads.nonzero(as_tuple=True)
+    w = (g1[token, :, rows[a]] * g2[token, :, cols[a]]).sum(-1)  # [P]
+    kept = w != 0  # a product can underflow to 0 in low precision
+    return token[kept], a[kept], w[kept]
 
 
 class MonetMoVDE(nn.Module):
@@ -177,13 +197,16 @@ class MonetMoVDE(nn.Module):
         row_mass, col_mass = g1.sum(-2), g2.sum(-2)  # [B, T, E]
         a2_mixed = torch.einsum("bthi,bthm->btim", g1, torch.einsum("bthj,btjm->bthm", g2, a2))  # sum_j w_ij a'_j
         a1_mixed = torch.einsum("bthj,bthm->btjm", g2, torch.einsum("bthi,btim->bthm", g1, a1))  # sum_i w_ij a_i
-        if switched_off is not None:
-            rows, cols = switched_off
-            w = _switched_off_weights(g1, g2, rows, cols)
-            row_mass = row_mass.index_add(-1, rows, w, alpha=-1)
-            col_mass = col_mass.index_add(-1, cols, w, alpha=-1)
-            a2_mixed = a2_mixed.index_add(-2, rows, w[..., None] * a2.index_select(-2, cols), alpha=-1)
-            a1_mixed = a1_mixed.index_add(-2, cols, w[..., None] * a1.index_select(-2, rows), alpha=-1)
+        if switched_off is not None:  # subtract w_ij times each term of E_ij, at the tokens where w_ij != 0
+            token, a, w = _switched_off_weights(g1, g2, *switched_off)
+            at_row, at_col = token * self.experts + switched_off[0][a], token * self.experts + switched_off[1][a]
+            E, half = self.experts, a1.shape[-1]
+            row_mass = row_mass.flatten().index_add(0, at_row, w, alpha=-1).view_as(row_mass)
+            col_mass = col_mass.flatten().index_add(0, at_col, w, alpha=-1).view_as(col_mass)
+            a1_flat, a2_flat = a1.reshape(-1, half), a2.reshape(-1, half)
+            a2_mixed = a2_mixed.reshape(-1, half).index_add(0, at_row, w[:, None] * a2_flat[at_col], alpha=-1)
+            a1_mixed = a1_mixed.reshape(-1, half).index_add(0, at_col, w[:, None] * a1_flat[at_row], alpha=-1)
+            a2_mixed, a1_mixed = a2_mixed.view(*a2.shape[:-2], E, half), a1_mixed.view(*a1.shape[:-2], E, half)
         first = self.v11((a1 * row_mass[..., None]).flatten(-2)) + self.v12(a2_mixed.flatten(-2)) + row_mass @ self.b1
         second = self.v21(a1_mixed.flatten(-2)) + self.v22((a2 * col_mass[..., None]).flatten(-2)) + col_mass @ self.b2
         return torch.cat((first, second), dim=-1)
@@ -216,11 +239,15 @@ class MonetMoHDE(nn.Module):
         a = self.act_fn(self.u(x).unflatten(-1, (self.experts, -1)))  # a_i: [B, T, E, m]
         col_mass = g2.sum(-2)  # sum_i w_ij
         a_mixed = torch.einsum("bthj,bthm->btjm", g2, torch.einsum("bthi,btim->bthm", g1, a))  # sum_i w_ij a_i
-        if switched_off is not None:
-            rows, cols = switched_off
-            w = _switched_off_weights(g1, g2, rows, cols)
-            col_mass = col_mass.index_add(-1, cols, w, alpha=-1)
-            a_mixed = a_mixed.index_add(-2, cols, w[..., None] * a.index_select(-2, rows), alpha=-1)
+        if switched_off is not None:  # subtract w_ij (V_j a_i + b_j) at the tokens where w_ij != 0
+            token, a_index, w = _switched_off_weights(g1, g2, *switched_off)
+            at_row = token * self.experts + switched_off[0][a_index]
+            at_col = token * self.experts + switched_off[1][a_index]
+            width = a.shape[-1]
+            col_mass = col_mass.flatten().index_add(0, at_col, w, alpha=-1).view_as(col_mass)
+            a_flat = a.reshape(-1, width)
+            a_mixed = a_mixed.reshape(-1, width).index_add(0, at_col, w[:, None] * a_flat[at_row], alpha=-1)
+            a_mixed = a_mixed.view(*a.shape[:-2], self.experts, width)
         return self.v(a_mixed.flatten(-2)) + col_mass @ self.b
 
     def expert_output(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:

@@ -50,6 +50,28 @@ def test_switching_off_every_expert_removes_the_moe(conformance):
     torch.testing.assert_close(ablated, no_moe, atol=1e-4, rtol=0)
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_layer_with_experts_off_equals_the_definition(conformance, seed):
+    """The sparse subtraction equals the definition: plain output minus w_ij E_ij(x) for every switched-off
+    expert at every token, with a batch of two rows (the flat token index spans rows)."""
+    model = conformance.load_model()
+    E = model.config.moe_experts
+    gen = torch.Generator().manual_seed(seed)
+    ids = conformance.input_ids[:2]
+    out = model.model(ids, use_cache=False, output_moe_inputs=True, output_router_probs=True)
+    layer = model.model.layers[1]
+    x, (g1, g2) = out.moe_inputs[1], out.router_probs[0]
+    flat = torch.randperm(E * E, generator=gen)[: 40 + 60 * seed]
+    rows, cols = flat // E, flat % E
+    expected = layer.moe(x, g1, g2).clone()
+    w = (g1.index_select(-1, rows) * g2.index_select(-1, cols)).sum(-2)  # dense [B, T, A]: the definition
+    assert (w > 0).any(), "no switched-off expert is active: the test would check nothing"
+    for b, t, a in (w > 0).nonzero().tolist():
+        expected[b, t] -= w[b, t, a] * layer.moe.expert_output(x[b, t], int(rows[a]), int(cols[a]))
+    torch.testing.assert_close(layer.moe(x, g1, g2, switched_off=(rows, cols)), expected, atol=1e-5, rtol=1e-4)
+
+
 def test_two_threads_generate_with_different_ablations(vd_tiny):
     model = vd_tiny.load_model()
     prompt = torch.tensor(vd_tiny.cases["greedy_prompt"])
