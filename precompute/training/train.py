@@ -193,22 +193,31 @@ def learning_rate(cfg: TrainConfig, progress: float) -> float:
 
 
 @torch.no_grad()
+def heldout_loss(model, windows: list[torch.Tensor], seq_len: int, batch_size: int, device, ablate=None) -> float:
+    """Mean next-token cross-entropy (nats) over token windows, with the experts of `ablate` switched off.
+
+    Windows of `seq_len` tokens run in batches, shorter ones (a tail) alone. The project's one held-out
+    loss: training's evaluation and `python -m bench.domains` both call it."""
+    full = [w for w in windows if len(w) == seq_len]
+    batches = [torch.stack(full[k : k + batch_size]) for k in range(0, len(full), batch_size)]
+    batches += [w[None] for w in windows if len(w) < seq_len]
+    total, count = 0.0, 0
+    for ids in batches:
+        ids = ids.to(device)
+        logits = model(ids, ablate=ablate, use_cache=False).logits[:, :-1].float()
+        total += F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()
+        count += ids[:, 1:].numel()
+    return total / count
+
+
+@torch.no_grad()
 def evaluate(model, heldout_docs, cfg: TrainConfig, device, max_windows: int | None = None) -> dict[str, float]:
     """Mean next-token loss (nats) on each domain's held-out documents, router in inference mode."""
     model.eval()
     losses = {}
     for domain, docs in heldout_docs.items():
-        windows = pack(docs, cfg.seq_len, keep_tail=True)[:max_windows]
-        full = [w for w in windows if len(w) == cfg.seq_len]
-        batches = [torch.stack(full[k : k + cfg.batch_size]) for k in range(0, len(full), cfg.batch_size)]
-        batches += [w[None] for w in windows if len(w) < cfg.seq_len]  # the last, shorter window
-        total, count = 0.0, 0
-        for ids in batches:
-            ids = ids.to(device)
-            logits = model(ids, use_cache=False).logits[:, :-1].float()
-            total += F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()
-            count += ids[:, 1:].numel()
-        losses[domain] = total / count
+        windows = pack(docs, cfg.seq_len, keep_tail=True)[:max_windows]  # the last window may be shorter
+        losses[domain] = heldout_loss(model, windows, cfg.seq_len, cfg.batch_size, device)
     model.train()
     return losses
 
