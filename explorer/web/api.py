@@ -2,7 +2,8 @@
 
 Each is a typed function over one Explorer; ui.py registers them with gr.api, so gradio_client and
 plain HTTP get the same answers as the page. Groups are numbered from 1 here (0 = all groups), as in
-expert names. Errors come back as the same sentences the page shows.
+expert names. Errors come back as the same sentences the page shows (explorer.web.messages), HTML-escaped
+because Gradio renders an error's message as HTML.
 """
 
 from dataclasses import asdict
@@ -12,7 +13,7 @@ from explorer.app.generation import GenerationSettings
 from explorer.app.inspector import ACTIVE_WEIGHT
 from explorer.app.tokens import RequestRejected
 from explorer.model.naming import group_number
-from explorer.web.pages import shows_errors
+from explorer.web.messages import api_errors
 
 
 def _group(explorer: Explorer, group: int) -> int | None:
@@ -72,7 +73,7 @@ def endpoints(explorer: Explorer) -> dict:
         "perplexity": perplexity,
         "top_experts": top_experts,
     }
-    return {name: shows_errors(fn) for name, fn in functions.items()}
+    return {name: api_errors(fn) for name, fn in functions.items()}
 
 
 MODEL_ENDPOINTS = ("inspect", "generate", "perplexity", "top_experts")  # share the model's concurrency limit
