@@ -1,22 +1,19 @@
 """What each page shows: an Explorer's answers rendered (explorer.web.html, explorer.web.charts) into component values.
 
-ui.py wires these functions to components; they never touch Gradio layout. Known failures (bad
-input, no index, a corrupt file) become a gr.Error with the message alone (`shows_errors`), so the
-page shows a sentence, never a stack trace, and the app keeps serving.
+The tab modules (explorer.web.tabs) wire these functions to components; they never touch Gradio layout.
+A handler's last output is the status line of its panel: failures (bad input, no index, a corrupt file)
+become a sentence there (explorer.web.messages), never a stack trace or an error overlay, and the app
+keeps serving. Every text that came from a user is escaped (html.esc, messages.status) before it is HTML.
 """
 
 import csv
-import functools
-import inspect
 import json
-import logging
 import os
 import tempfile
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import duckdb
 import gradio as gr
 
 from explorer.app import ablation_set
@@ -26,49 +23,11 @@ from explorer.app.inspector import PromptInspection
 from explorer.app.tokens import RequestRejected
 from explorer.index.reader import ExpertStats, IndexUnavailable
 from explorer.model.naming import group_number
-from explorer.web import charts, html
+from explorer.web import charts, html, messages
+from explorer.web.messages import reports_errors
 
-log = logging.getLogger(__name__)
-EXPECTED_ERRORS = (RequestRejected, IndexUnavailable, duckdb.Error)
 ALL_GROUPS = "all groups"
 EXPERTS_SHOWN_PER_GROUP = 25
-
-
-def _friendly(error: Exception) -> gr.Error:
-    if isinstance(error, EXPECTED_ERRORS):
-        return gr.Error(str(error), print_exception=False)
-    log.exception("unexpected error in a request")
-    return gr.Error(
-        f"Something went wrong ({type(error).__name__}: {error}). The app keeps running; try again.",
-        print_exception=False,
-    )
-
-
-def shows_errors(fn):
-    """Turn exceptions of a handler (function or generator) into a clear message in the page."""
-    if inspect.isgeneratorfunction(fn):
-
-        @functools.wraps(fn)
-        def stream(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except Exception as error:
-                raise _friendly(error) from None
-
-        return stream
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except Exception as error:
-            raise _friendly(error) from None
-
-    return call
 
 
 def group_choices(explorer: Explorer) -> list[tuple[str, int]]:
@@ -150,16 +109,17 @@ def _expert_rows_html(experts: list[ExpertStats], empty: str) -> str:
     return html.table_html([asdict(e) for e in experts], columns, empty)
 
 
-@shows_errors
-def overview_group(explorer: Explorer, group: int) -> tuple[str, str, str]:
+@reports_errors("", "", "")
+def overview_group(explorer: Explorer, group: int) -> tuple[str, str, str, str]:
+    """The group's E x E map, its most and least active experts, then the status line."""
     if explorer.index is None:
-        message = html.notice("The E x E map and the activity lists need an expert index.", "warning")
-        return message, "", ""
+        return "", "", "", messages.status("The E x E map and the activity lists need an expert index.", "warning")
     most, least = explorer.most_and_least_active(group)
     return (
         html.density_map_html(explorer.group_density(group), group),
         _expert_rows_html(most, "No active expert in this group."),
         _expert_rows_html(least, "No active expert in this group."),
+        "",
     )
 
 
@@ -249,9 +209,33 @@ def _export_files(page: ExpertPage) -> tuple[str, str]:
     return json_path, csv_path
 
 
-@shows_errors
+# The parts of an expert page, as expert_view returns them; a failed open clears them all (no stale page).
+NO_EXPERT = {
+    "name": "",
+    "header": "",
+    "contexts": "",
+    "samples": "",
+    "histogram": None,
+    "domains": None,
+    "top_tokens": "",
+    "siblings": "",
+    "json": None,
+    "csv": None,
+}
+
+
 def expert_view(explorer: Explorer, spec: str) -> dict:
-    """Everything of the expert page that comes from the index (fast); see expert_extras for the rest."""
+    """Everything of the expert page that comes from the index (fast), by the keys of NO_EXPERT plus "status".
+
+    See expert_extras for the rest. Never raises: a failure clears every part and "status" says why.
+    """
+    try:
+        return {**_expert_parts(explorer, spec), "status": ""}
+    except Exception as error:
+        return {**NO_EXPERT, "status": messages.error_status(error)}
+
+
+def _expert_parts(explorer: Explorer, spec: str) -> dict:
     ref = explorer.expert_ref(spec)
     page = explorer.expert_page(ref)
     json_path, csv_path = _export_files(page)
@@ -270,10 +254,22 @@ def expert_view(explorer: Explorer, spec: str) -> dict:
     }
 
 
-@shows_errors
-def expert_extras(explorer: Explorer, spec: str) -> tuple[str, str]:
-    """The slower parts of an expert page: tokens it promotes/suppresses (a model pass) and similar experts."""
-    ref = explorer.expert_ref(spec)
+def expert_extras(explorer: Explorer, name: str) -> tuple[str, str]:
+    """The slower parts of an opened expert's page: tokens it promotes/suppresses (a model pass), similar experts.
+
+    name: the expert expert_view opened ("" when it failed: both parts cleared). Never raises: a failure is
+    said in place of the effects.
+    """
+    if not name:
+        return "", ""
+    try:
+        return _expert_extras(explorer, name)
+    except Exception as error:
+        return messages.error_status(error), ""
+
+
+def _expert_extras(explorer: Explorer, name: str) -> tuple[str, str]:
+    ref = explorer.expert_ref(name)
     effects, promoted, suppressed = explorer.token_effects(ref)
     if effects.contexts:
         up = "".join(_chip(t, f"{v:+.3g}") for t, (_, v) in zip(promoted, effects.promoted, strict=True))
@@ -302,8 +298,9 @@ def expert_extras(explorer: Explorer, spec: str) -> tuple[str, str]:
 
 
 # -- search ----------------------------------------------------------------------------------------------
-@shows_errors
+@reports_errors("")
 def search_view(explorer: Explorer, query: str, mode: str, group: int | None) -> tuple[str, str]:
+    """The results table, then the status line (what was searched, how, how many found)."""
     result = explorer.search(query, mode, group)
     columns = [
         ("name", "expert", str),
@@ -311,10 +308,10 @@ def search_view(explorer: Explorer, query: str, mode: str, group: int | None) ->
         ("density", "density", html.percent),
         ("evidence", "why it matched", str),
     ]
-    status = html.notice(
+    status = messages.status(
         f"{result.message} · {len(result.rows)} result(s) · searched by {result.mode} ({SEARCH_MODES[result.mode]})"
     )
-    return status, html.table_html([asdict(row) for row in result.rows], columns, "No expert matches.")
+    return html.table_html([asdict(row) for row in result.rows], columns, "No expert matches."), status
 
 
 # -- prompt inspector ------------------------------------------------------------------------------------
@@ -356,63 +353,73 @@ def token_experts_html(explorer: Explorer, inspection: PromptInspection, t: int)
     )
 
 
-@shows_errors
-def inspect_view(explorer: Explorer, text: str, min_weight: float) -> tuple[PromptInspection, str, str]:
+@reports_errors(None, "", "")
+def inspect_view(explorer: Explorer, text: str, min_weight: float) -> tuple[PromptInspection, str, str, str]:
+    """The inspection (kept in a gr.State), its tokens, the experts at its busiest token, then the status line."""
     inspection = explorer.inspect(text, min_weight)
     counts = inspection.active_counts().sum(1)
     busiest = int(counts.argmax())
-    return inspection, inspector_tokens_html(inspection, busiest), token_experts_html(explorer, inspection, busiest)
+    tokens = inspector_tokens_html(inspection, busiest)
+    return inspection, tokens, token_experts_html(explorer, inspection, busiest), ""
 
 
-@shows_errors
-def token_view(explorer: Explorer, inspection: PromptInspection | None, t: int) -> tuple[str, str]:
+@reports_errors(gr.skip(), gr.skip())
+def token_view(explorer: Explorer, inspection: PromptInspection | None, t: int) -> tuple[str, str, str]:
     if inspection is None or not 0 <= t < len(inspection.tokens):
         raise RequestRejected("Inspect a text first, then click one of its tokens.")
-    return inspector_tokens_html(inspection, t), token_experts_html(explorer, inspection, t)
+    # The status stays: it may say that the text changed since this inspection.
+    return inspector_tokens_html(inspection, t), token_experts_html(explorer, inspection, t), gr.skip()
+
+
+def stale_status(results, message: str):
+    """The status line once an input changed after a run (`results` not empty): the page dims the stale results."""
+    return messages.status(message, "stale") if results else gr.skip()
 
 
 # -- switching experts off -------------------------------------------------------------------------------
 def ablation_summary(explorer: Explorer, text: str) -> str:
+    """The switched-off set in words: the status line beside its box (a failure names the wrong item)."""
     try:
-        return html.notice(explorer.resolve_ablation(text).summary())
-    except EXPECTED_ERRORS as error:
-        return html.notice(str(error), "error")
+        return messages.status(explorer.resolve_ablation(text).summary())
+    except Exception as error:
+        return messages.error_status(error)
 
 
 def add_to_set(text: str, items: list[str]) -> str:
     return ablation_set.add_items(text, items)
 
 
-@shows_errors
-def add_line(explorer: Explorer, text: str, group: int, side: str, number: float | None) -> str:
+# The add_* handlers return the new set's text, then their status line; a failure keeps the set as it was.
+@reports_errors(gr.skip())
+def add_line(explorer: Explorer, text: str, group: int, side: str, number: float | None) -> tuple[str, str]:
     if number is None:
         raise RequestRejected("Give the row or column number.")
     item = f"G{group + 1} ({int(number)}, *)" if side == "row" else f"G{group + 1} (*, {int(number)})"
     explorer.resolve_ablation(item)  # checks the range
-    return add_to_set(text, [item])
+    return add_to_set(text, [item]), messages.status(f"Added {item} to the set.")
 
 
-@shows_errors
-def add_expert(explorer: Explorer, text: str, spec: str) -> str:
+@reports_errors(gr.skip())
+def add_expert(explorer: Explorer, text: str, spec: str) -> tuple[str, str]:
     ref = explorer.expert_ref(spec)
-    gr.Info(f"{ref} switched off (in every layer of G{ref.group + 1}); see the Switch off tab.")
-    return add_to_set(text, [str(ref)])
+    added = messages.status(f"{ref} is switched off (in every layer of G{ref.group + 1}): see the Switch off tab.")
+    return add_to_set(text, [str(ref)]), added
 
 
-@shows_errors
-def add_domain(explorer: Explorer, text: str, domain: str | None) -> str:
+@reports_errors(gr.skip())
+def add_domain(explorer: Explorer, text: str, domain: str | None) -> tuple[str, str]:
     if not domain:
         raise RequestRejected("Pick a domain.")
     found = explorer.domain_experts(domain)
     if not found:
         raise RequestRejected(f"No expert is skewed toward {domain} by the 2x rule.")
-    gr.Info(f"domain:{domain} = {len(found):,} experts")
-    return add_to_set(text, [f"domain:{domain}"])
+    return add_to_set(text, [f"domain:{domain}"]), messages.status(f"Added domain:{domain} = {len(found):,} experts.")
 
 
-@shows_errors
-def add_firing(explorer: Explorer, text: str, pasted: str, n: float) -> str:
-    return add_to_set(text, explorer.experts_on_text(pasted, int(n or 20)))
+@reports_errors(gr.skip())
+def add_firing(explorer: Explorer, text: str, pasted: str, n: float) -> tuple[str, str]:
+    experts = explorer.experts_on_text(pasted, int(n or 20))
+    return add_to_set(text, experts), messages.status(f"Added the {len(experts)} experts firing most on the text.")
 
 
 def _panels(prompt: str, baseline: str, ablated: str, finished: bool) -> tuple[str, str]:
@@ -422,17 +429,31 @@ def _panels(prompt: str, baseline: str, ablated: str, finished: bool) -> tuple[s
     )
 
 
-@shows_errors
+@dataclass(frozen=True)
+class GenerationRun:
+    """What a generation has shown so far (kept in a gr.State), so that Stop can turn it into a stopped state."""
+
+    prompt: str
+    baseline: str
+    ablated: str
+    finished: bool
+
+
+@reports_errors("", "", "", None)
 def generate_view(
     explorer: Explorer, prompt: str, ablation_text: str, max_new_tokens: float, temperature: float, seed: float
 ):
+    """Yields the two panels, the effect, the run so far (a GenerationRun), then the status line."""
     settings = GenerationSettings(int(max_new_tokens), float(temperature), 1.0, int(seed or 0))
-    resolved = explorer.resolve_ablation(ablation_text)
-    if resolved.ablation is None:
-        gr.Warning("The switched-off set is empty: both sides run the plain model.")
+    plain = explorer.resolve_ablation(ablation_text).ablation is None
+    note, kind = (
+        (" The switched-off set is empty: both sides run the plain model.", "warning") if plain else ("", "info")
+    )
     for update in explorer.generate(prompt, ablation_text, settings):
         baseline, ablated = _panels(prompt, update.baseline_text, update.ablated_text, update.finished)
-        effect_html = html.notice("Generating…") if not update.finished else ""
+        run = GenerationRun(prompt, update.baseline_text, update.ablated_text, update.finished)
+        effect_html = ""
+        status = messages.status(("Done." if update.finished else "Generating…") + note, kind)
         if update.effect is not None:
             e = update.effect
             effect_html = (
@@ -447,11 +468,23 @@ def generate_view(
                 "(red) or more (blue) likely the ablated model finds it (full colour: 2 nats or more); "
                 "hover for Δ log p.</div>" + html.delta_tokens_html(update.effect_pieces, e.deltas)
             )
-        yield baseline, ablated, effect_html
+            done = f"Done: {len(e.token_ids):,} new tokens on the plain side; their effect is below."
+            status = messages.status(done + note, kind)
+        yield baseline, ablated, effect_html, run, status
 
 
-@shows_errors
-def measure_view(explorer: Explorer, text: str, ablation_text: str) -> str:
+def stopped_view(run: GenerationRun | None) -> tuple:
+    """After Stop: the panels as far as they got, without a cursor, and a status line that says so."""
+    if run is None or run.finished:  # nothing was running, or it finished before the click
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    baseline, ablated = _panels(run.prompt, run.baseline, run.ablated, finished=True)
+    stopped = "Stopped: the texts above are as far as they got. The effect is measured only on a finished run."
+    return baseline, ablated, "", messages.status(stopped, "warning")
+
+
+@reports_errors("")
+def measure_view(explorer: Explorer, text: str, ablation_text: str) -> tuple[str, str]:
+    """The perplexities with and without, each token's change, then the status line."""
     measured = explorer.measure_text(text, ablation_text)
     e = measured.effect
     return (
@@ -459,5 +492,6 @@ def measure_view(explorer: Explorer, text: str, ablation_text: str) -> str:
             e.baseline_perplexity, e.ablated_perplexity, e.removed_mass_share, len(e.token_ids), "the given text"
         )
         + html.notice(measured.summary)
-        + html.delta_tokens_html(measured.pieces, e.deltas)
+        + html.delta_tokens_html(measured.pieces, e.deltas),
+        "",
     )

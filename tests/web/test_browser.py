@@ -6,6 +6,7 @@ Every page load is also checked for requests leaving localhost (a Space must fet
 """
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -107,8 +108,9 @@ def test_deep_links_open_the_right_page(page, app_url):
     expect(page.locator("#ablation-summary")).to_contain_text("17 experts switched off")
     expect(page.get_by_role("tab", name="Switch off")).to_have_attribute("aria-selected", "true")
 
-    page.goto(f"{app_url}?expert=G9/1")  # a bad link says why, the app keeps serving
-    expect(page.locator(".toast-body").first).to_contain_text("outside the model")
+    page.goto(f"{app_url}?expert=G9/1")  # a bad link says why, beside the expert box; the app keeps serving
+    expect(page.locator("#expert-status")).to_contain_text("outside the model")
+    expect(page.locator("#expert-spec textarea")).to_have_value("G9/1")
 
 
 def test_inspector_click_through(page, app_url):
@@ -142,3 +144,189 @@ def test_clicking_the_map_opens_that_cell(page, app_url):
     shot(page, "0-overview")
     density_map.click(position={"x": 4.5 * cell, "y": 3.5 * cell})
     expect(page.locator("#expert-header .expert-name")).to_have_text("G1/52")
+
+
+# -- markup typed anywhere stays text (issue 10: safe by construction) --------------------------------------------
+# (60 tokens of the tiny model: it fits the tests' prompt limit of 64)
+MARKUP = "<img src=x onerror=__pwned=1><b id=pwn>x</b><form><input type=password></form>"
+HINT = "write G<group>/<id>"  # the app's own hint, once cut to "write G" by the toast's HTML
+
+
+@pytest.fixture
+def watched(page):
+    """The page, with every URL it requested: a live <img src=x> would ask the app for /x."""
+    requested = []
+    page.on("request", lambda r: requested.append(r.url))
+    yield page
+    assert not [url for url in requested if url.rstrip("/").endswith("/x")], "an <img> from user input loaded"
+
+
+def assert_inert(page) -> None:
+    """No element of MARKUP reached the DOM, its script never ran, no toast and no error overlay appeared."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#pwn")).to_have_count(0)
+    expect(page.locator("input[type=password]")).to_have_count(0)
+    assert page.evaluate("window.__pwned") is None
+    expect(page.locator(".toast-body")).to_have_count(0)
+    expect(page.get_by_text("Error", exact=True)).to_have_count(0)  # Gradio's overlay on outputs of a raising handler
+
+
+def test_markup_in_every_search_mode_is_shown_as_text(watched, app_url):
+    from playwright.sync_api import expect
+
+    page = watched
+    page.goto(app_url)
+    open_tab(page, "Search")
+    for mode in ("auto", "id", "token", "text", "meaning"):
+        page.locator("#search-mode").get_by_role("radio", name=mode, exact=True).check()
+        page.locator("#search-query textarea").fill(MARKUP)
+        page.locator("#search-button").click()
+        expect(page.locator("#search-status")).to_contain_text(MARKUP)
+        expect(page.locator("#search-status")).to_contain_text("not an" if mode == "id" else "searched by")
+        assert_inert(page)
+    expect(page.locator("#search-query textarea")).to_have_value(MARKUP)  # the input is never covered or lost
+    shot(page, "6-markup-search")
+
+
+def test_markup_in_the_expert_box_and_its_link_is_shown_as_text(watched, app_url):
+    from urllib.parse import quote
+
+    from playwright.sync_api import expect
+
+    page = watched
+    page.goto(f"{app_url}?expert={quote(MARKUP)}")
+    status = page.locator("#expert-status")
+    expect(status).to_contain_text(MARKUP)
+    expect(status).to_contain_text(HINT)
+    expect(page.locator("#expert-spec textarea")).to_have_value(MARKUP)
+    assert_inert(page)
+    shot(page, "7-markup-expert-link")
+
+    page.locator("#expert-spec textarea").fill("G1/17")
+    page.locator("#expert-spec textarea").press("Enter")
+    expect(page.locator("#expert-header .expert-name")).to_have_text("G1/17")
+    expect(status).to_be_hidden()  # a success clears the message
+
+    page.locator("#expert-spec textarea").fill(MARKUP)
+    page.locator("#expert-spec textarea").press("Enter")
+    expect(status).to_contain_text(MARKUP)
+    expect(page.locator("#expert-header .expert-name")).to_have_count(0)  # the previous page is gone, not stale
+    page.locator("#switch-off").click()  # switching off a bad name says why in the same place
+    expect(status).to_contain_text(HINT)
+    assert_inert(page)
+
+
+def test_markup_in_the_inspector_is_shown_as_text(watched, app_url):
+    from playwright.sync_api import expect
+
+    page = watched
+    page.goto(app_url)
+    open_tab(page, "Inspector")
+    page.locator("#inspect-text textarea").fill(MARKUP)
+    page.locator("#inspect-button").click()
+    expect(page.locator("#inspect-tokens")).to_contain_text(MARKUP)
+    page.locator("#inspect-tokens [data-token]").nth(3).click()
+    expect(page.locator("#token-experts .token-title")).to_contain_text("Token 3")
+    assert_inert(page)
+    shot(page, "8-markup-inspector")
+    page.locator("#firing-off").click()  # its experts go into the set, the page moves there
+    expect(page.get_by_role("tab", name="Switch off")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#ablation-summary")).to_contain_text("20 experts switched off")
+    assert_inert(page)
+
+
+def test_markup_in_the_switch_off_inputs_and_links_is_shown_as_text(watched, app_url):
+    from urllib.parse import quote
+
+    from playwright.sync_api import expect
+
+    page = watched
+    page.goto(f"{app_url}?ablate={quote(MARKUP)}&prompt={quote(MARKUP)}")
+    expect(page.locator("#ablation-set textarea")).to_have_value(MARKUP)
+    expect(page.locator("#prompt textarea")).to_have_value(MARKUP)
+    expect(page.locator("#ablation-summary")).to_contain_text(MARKUP)
+    expect(page.locator("#ablation-summary")).to_contain_text(HINT)
+    assert_inert(page)
+
+    page.locator("#generate").click()  # the bad set: the message goes beside the prompt, the panels stay empty
+    expect(page.locator("#generate-status")).to_contain_text(MARKUP)
+    expect(page.locator("#baseline .panel")).to_have_count(0)
+    page.locator("#ablation-set textarea").fill("G1 (3, *)")
+    page.locator("#generate").click()
+    expect(page.locator("#effect .effect-summary")).to_be_visible()
+    expect(page.locator("#baseline .prompt-text")).to_have_text(MARKUP)
+    expect(page.locator("#ablated .prompt-text")).to_have_text(MARKUP)
+
+    page.locator("#measure-text textarea").fill(MARKUP)
+    page.locator("#measure").click()
+    expect(page.locator("#measured .effect-summary")).to_be_visible()
+    expect(page.locator("#measured")).to_contain_text(MARKUP[1:])  # scored from the second token on
+
+    page.get_by_text("Add to the set", exact=False).click()
+    page.locator("#pasted-text textarea").fill(MARKUP)
+    page.locator("#add-pasted").click()
+    expect(page.locator("#add-status")).to_contain_text("Added the 20 experts firing most on the text")
+    assert_inert(page)
+    shot(page, "9-markup-switch-off")
+
+
+# -- errors where the eye is, stale results, Stop (issue 10) -------------------------------------------------------
+def test_errors_sit_beside_their_control_and_never_cover_it(page, app_url):
+    from playwright.sync_api import expect
+
+    page.goto(app_url)
+    page.get_by_text("Open a cell by number").click()
+    page.get_by_label("row i").fill("99")
+    page.get_by_role("button", name="Open", exact=True).click()
+    expect(page.locator("#cell-status")).to_contain_text("99 is outside the model")
+    expect(page.get_by_role("tab", name="Overview")).to_have_attribute("aria-selected", "true")  # stays put
+
+    open_tab(page, "Search")
+    page.locator("#search-query textarea").fill("quick")
+    page.locator("#search-button").click()
+    expect(page.locator("#search-results tbody tr").first).to_be_visible()
+    page.locator("#search-query textarea").fill("")
+    page.locator("#search-button").click()
+    expect(page.locator("#search-status")).to_contain_text("Type something to search for")
+    expect(page.locator("#search-results tbody tr")).to_have_count(0)  # no stale results under the error
+    expect(page.locator("#search-query textarea")).to_be_editable()
+    assert_inert(page)
+    shot(page, "10-search-error")
+
+
+def test_stale_results_are_marked_and_stop_leaves_a_stopped_state(page, app_url, explorer, monkeypatch):
+    from playwright.sync_api import expect
+
+    page.goto(app_url)
+    open_tab(page, "Switch off")
+    page.locator("#ablation-set textarea").fill("G1 (3, *)")
+    page.locator("#prompt textarea").fill("The quick brown fox")
+    page.locator("#generate").click()
+    expect(page.locator("#effect .effect-summary")).to_be_visible()
+    expect(page.locator("#generate-status")).to_contain_text("Done")
+    page.locator("#prompt textarea").press_sequentially(" jumps")
+    expect(page.locator("#generate-status")).to_contain_text("changed since the texts below")
+    expect(page.locator("#baseline")).to_have_css("opacity", "0.45")
+    shot(page, "11-stale")
+
+    generate = explorer.generate
+
+    def slowly(*args, **kwargs):  # the tiny model writes 24 tokens faster than a click: give Stop time
+        for update in generate(*args, **kwargs):
+            time.sleep(0.4)
+            yield update
+
+    monkeypatch.setattr(explorer, "generate", slowly)
+    page.locator("#generate").click()
+    expect(page.locator("#generate-status")).to_contain_text("Generating")
+    expect(page.locator("#baseline .cursor")).to_be_visible()
+    expect(page.locator("#baseline")).to_have_css("opacity", "1")
+    page.locator("#stop").click()
+    expect(page.locator("#generate-status")).to_contain_text("Stopped")
+    page.wait_for_timeout(1500)  # no late update overwrites the stopped state
+    expect(page.locator("#generate-status")).to_contain_text("Stopped")
+    expect(page.locator("#baseline .cursor")).to_have_count(0)
+    expect(page.locator("#effect .effect-summary")).to_have_count(0)
+    assert page.locator("#baseline .continuation").inner_text()  # what it wrote before Stop stays
+    shot(page, "12-stopped")

@@ -1,0 +1,179 @@
+"""The Switch-off tab: a set of experts to switch off (a textbox, mirrored into the URL `?ablate=`), the plain and
+the ablated model writing side by side, and the perplexity of a given text with and without.
+
+Other tabs add to the set (connect): the expert page's Switch off button, the inspector's firing experts.
+"""
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from explorer.web import messages, pages
+from explorer.web.tabs.common import QUIET_EVENT, Context, status_line, url_js
+from explorer.web.tabs.expert import ExpertTab
+from explorer.web.tabs.inspector import InspectorTab
+
+
+@dataclass(frozen=True)
+class SwitchOffTab:
+    ablation_box: gr.Textbox
+
+
+def build(ctx: Context) -> SwitchOffTab:
+    explorer, groups = ctx.explorer, ctx.groups
+    with gr.Tab("Switch off", id="ablate"):
+        with gr.Row(equal_height=True):
+            ablation_box = gr.Textbox(
+                label="switched-off experts (also in the page address)",
+                lines=2,
+                scale=3,
+                elem_id="ablation-set",
+                placeholder="G1/5, G2 (3, 4), G1 (7, *), domain:code, L3/40",
+            )
+            with gr.Column(scale=2):
+                summary = gr.HTML(pages.ablation_summary(explorer, ""), elem_id="ablation-summary")
+                clear = gr.Button("Clear", size="sm")
+        with gr.Accordion("Add to the set: a row or column of the map, a domain, the experts of a text", open=False):
+            with gr.Row(equal_height=True):
+                line_group = gr.Dropdown(groups, value=0 if groups else None, label="group", scale=1)
+                line_side = gr.Radio(["row", "column"], value="row", label="whole", scale=1)
+                line_number = gr.Number(label="i or j", precision=0, minimum=0, scale=1)
+                add_line = gr.Button("Add", scale=0)
+            with gr.Row(equal_height=True):
+                domain = gr.Dropdown(
+                    explorer.domains(),
+                    label="domain (experts with ≥ 2× their mean weight on it than on any other domain)",
+                    scale=3,
+                )
+                add_domain = gr.Button("Add domain", scale=0)
+            with gr.Row(equal_height=True):
+                pasted = gr.Textbox(
+                    label="text", placeholder="paste text: its most active experts", scale=3, elem_id="pasted-text"
+                )
+                how_many = gr.Number(20, label="how many", precision=0, minimum=1, maximum=1000, scale=1)
+                add_pasted = gr.Button("Add its experts", scale=0, elem_id="add-pasted")
+            add_status = status_line("add-status")
+        with gr.Row(equal_height=True):
+            prompt = gr.Textbox(label="prompt", value="The capital of France is", scale=4, elem_id="prompt")
+            generate = gr.Button("Generate", variant="primary", scale=0, elem_id="generate")
+            stop = gr.Button("Stop", scale=0, elem_id="stop")
+        generate_status = status_line("generate-status")
+        with gr.Row():
+            most_new = explorer.limits.max_new_tokens
+            max_new = gr.Slider(1, most_new, value=min(40, most_new), step=1, label="new tokens")
+            temperature = gr.Slider(0, 2, value=0, step=0.05, label="temperature (0 = greedy)")
+            seed = gr.Number(0, label="seed (same for both sides)", precision=0)
+        with gr.Row(equal_height=True):
+            baseline = gr.HTML(elem_id="baseline")
+            ablated = gr.HTML(elem_id="ablated")
+        effect = gr.HTML(elem_id="effect")
+        run = gr.State()  # the generation on show (pages.GenerationRun), for Stop
+        with gr.Accordion("Perplexity of a given text, with and without", open=True):
+            measure_text = gr.Textbox(
+                label="text",
+                lines=3,
+                elem_id="measure-text",
+                placeholder="paste text the switched-off experts should know",
+            )
+            measure = gr.Button("Measure", elem_id="measure")
+            measure_status = status_line("measure-status")
+            measured = gr.HTML(elem_id="measured")
+
+    # -- the set -------------------------------------------------------------------------------------------
+    ablation_box.change(
+        lambda text: pages.ablation_summary(explorer, text), ablation_box, summary, **ctx.index_events
+    ).then(None, ablation_box, None, js=url_js("ablate"))
+    clear.click(lambda: "", None, ablation_box, api_visibility="private")
+    add_line.click(
+        lambda text, g, side, n: pages.add_line(explorer, text, g, side, n),
+        [ablation_box, line_group, line_side, line_number],
+        [ablation_box, add_status],
+        api_visibility="private",
+    )
+    add_domain.click(
+        lambda text, d: pages.add_domain(explorer, text, d),
+        [ablation_box, domain],
+        [ablation_box, add_status],
+        **ctx.index_events,
+    )
+    add_pasted.click(
+        lambda text, p, n: pages.add_firing(explorer, text, p, n),
+        [ablation_box, pasted, how_many],
+        [ablation_box, add_status],
+        **ctx.model_events,
+    )
+
+    # -- generation and measure ----------------------------------------------------------------------------
+    def run_generation(text, ablation_text, n, temp, seed_value):
+        yield from pages.generate_view(explorer, text, ablation_text, n, temp, seed_value)
+
+    generating = gr.on(
+        [generate.click, prompt.submit],
+        run_generation,
+        [prompt, ablation_box, max_new, temperature, seed],
+        [baseline, ablated, effect, run, generate_status],
+        **ctx.model_events,
+    )
+    stop.click(None, None, None, cancels=[generating]).then(
+        pages.stopped_view, run, [baseline, ablated, effect, generate_status], api_visibility="private"
+    )
+    measure.click(
+        lambda text, ablation_text: pages.measure_view(explorer, text, ablation_text),
+        [measure_text, ablation_box],
+        [measured, measure_status],
+        **ctx.model_events,
+    )
+    gr.on(
+        [prompt.input, ablation_box.change, max_new.input, temperature.input, seed.input],
+        lambda state: pages.stale_status(
+            state, "The prompt, the set or the settings changed since the texts below: press Generate."
+        ),
+        run,
+        generate_status,
+        **QUIET_EVENT,
+    )
+    gr.on(
+        [measure_text.input, ablation_box.change],
+        lambda shown: pages.stale_status(shown, "The text or the set changed since the measure below: press Measure."),
+        measured,
+        measure_status,
+        **QUIET_EVENT,
+    )
+
+    # -- deep links: ?ablate=...&prompt=... open this tab with them --------------------------------------------
+    def from_url(request: gr.Request):
+        params = request.query_params if request else {}
+        ablate, prompt_text = params.get("ablate"), params.get("prompt")
+        opens_this_tab = (ablate or prompt_text) and not params.get("expert")
+        return (
+            ablate if ablate is not None else gr.skip(),
+            prompt_text if prompt_text is not None else gr.skip(),
+            gr.Tabs(selected="ablate") if opens_this_tab else gr.skip(),
+        )
+
+    ctx.blocks.load(from_url, None, [ablation_box, prompt, ctx.tabs], api_visibility="private")
+    return SwitchOffTab(ablation_box)
+
+
+def connect(ctx: Context, tab: SwitchOffTab, expert: ExpertTab, inspector: InspectorTab) -> None:
+    """The buttons of other tabs that add to the set; their messages go to their own tab's status line."""
+    explorer = ctx.explorer
+    expert.switch_off.click(
+        lambda text, name: pages.add_expert(explorer, text, name),
+        [tab.ablation_box, expert.spec],
+        [tab.ablation_box, expert.status],
+        api_visibility="private",
+    )
+
+    def switch_off_firing(text, inspected_text):
+        new_set, status = pages.add_firing(explorer, text, inspected_text, 20)
+        if isinstance(status, messages.ErrorNotice):
+            return new_set, status, gr.skip()
+        return new_set, status, gr.Tabs(selected="ablate")
+
+    inspector.firing_off.click(
+        switch_off_firing,
+        [tab.ablation_box, inspector.text],
+        [tab.ablation_box, inspector.status, ctx.tabs],
+        **ctx.model_events,
+    )
