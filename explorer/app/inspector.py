@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from explorer.app.generation import on_gpu
-from explorer.model.naming import ExpertRef, ModelShape
+from explorer.model.naming import ExpertRef, ModelShape, group_name
 from explorer.model.sparse import sparse_expert_weights
 
 ACTIVE_WEIGHT = 1e-2  # the authors' threshold for an "active" expert
@@ -29,7 +29,7 @@ class ActiveExpert:
 
     @property
     def name(self) -> str:
-        return f"G{self.group + 1}/{self.expert}"
+        return f"{group_name(self.group)}/{self.expert}"
 
     def heads_text(self) -> str:
         """Heads carrying the weight, largest first, e.g. "h1 70%, h0 30%"."""

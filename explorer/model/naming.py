@@ -17,6 +17,11 @@ def group_number(group: int) -> int:
     return group + 1
 
 
+def group_name(group: int) -> str:
+    """ "G5" for the 0-based group 4."""
+    return f"G{group_number(group)}"
+
+
 @dataclass(frozen=True, order=True)
 class ExpertRef:
     """One expert of a routing group: `group` is 0-based; `str()` gives the paper's 1-based "G5/147040"."""
@@ -37,11 +42,11 @@ class ExpertRef:
         return self.i * self.experts_per_side + self.j
 
     def __str__(self) -> str:
-        return f"G{self.group + 1}/{self.flat}"
+        return f"{group_name(self.group)}/{self.flat}"
 
     @property
     def pair_label(self) -> str:
-        return f"G{self.group + 1} ({self.i}, {self.j})"
+        return f"{group_name(self.group)} ({self.i}, {self.j})"
 
 
 @dataclass(frozen=True)
@@ -67,10 +72,13 @@ class ModelShape:
     def group_of_layer(self, layer: int) -> int:
         return layer // self.layers_per_group
 
+    def layer_span(self, group: int) -> str:
+        """ "16-19": the decoder layers of a group, 0-based as transformers counts them."""
+        layers = self.group_layers(group)
+        return f"{layers[0]}-{layers[-1]}"
+
     def group_help(self) -> str:
-        spans = ", ".join(
-            f"G{g + 1} = layers {self.group_layers(g)[0]}-{self.group_layers(g)[-1]}" for g in range(self.num_groups)
-        )
+        spans = ", ".join(f"{group_name(g)} = layers {self.layer_span(g)}" for g in range(self.num_groups))
         return f"groups count from 1, layers from 0: {spans}"
 
 
