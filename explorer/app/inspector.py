@@ -151,3 +151,81 @@ def experts_firing_most(inspection: PromptInspection, n: int = 20, group: int | 
         )
         for b in best
     ]
+
+
+@dataclass(frozen=True)
+class ExpertPush:
+    ref: ExpertRef
+    weight: float  # w_ij at the position (the same in every layer of the group)
+    logit: float  # its exact contribution to the token's logit along the direct path, summed over the group's layers
+
+    def to_json(self) -> dict:
+        return {"expert": str(self.ref), "weight": self.weight, "logit": self.logit}
+
+
+@dataclass(frozen=True)
+class TokenWhy:
+    """Which experts pushed one next-token logit, read along the direct path (see `why_next_token`)."""
+
+    position: int  # the token whose output is read
+    token_id: int  # the next token whose logit is explained
+    logit: float  # its logit
+    layer_logits: list[float]  # each layer's MoE output along the same path: the sum of its experts' pushes
+    up: list[ExpertPush]  # strongest positive pushes first
+    down: list[ExpertPush]  # strongest negative pushes first
+    experts: int  # active experts at the position, over all groups
+
+    def to_json(self) -> dict:
+        return {
+            "position": self.position,
+            "token_id": self.token_id,
+            "logit": self.logit,
+            "layer_logits": self.layer_logits,
+            "up": [push.to_json() for push in self.up],
+            "down": [push.to_json() for push in self.down],
+            "active_experts": self.experts,
+        }
+
+
+@on_gpu
+@torch.no_grad()
+def why_next_token(model, token_ids: list[int], position: int, token_id: int | None = None, n: int = 10) -> TokenWhy:
+    """Each active expert's exact contribution to the logit of the token after `position`.
+
+    The logit is unembedding[v] . (gain * h / rms(h)) of the final residual stream h, and h is a sum of
+    every layer's outputs; every expert's term w_ij E_ij(x) of it reaches the logit along the direct path
+    (through the final norm at this position's scale, then the unembedding) as w_ij * r . E_ij(x), with
+    r = unembedding[v] * gain / rms(h). The contributions of all experts of a layer sum exactly to that
+    layer's MoE output along r. `token_id` defaults to the text's next token, or the model's top
+    prediction after the last one.
+    """
+    shape = ModelShape.of(model.config)
+    ids = torch.tensor([token_ids], device=model.device)
+    out = model(ids, use_cache=False, output_router_probs=True, output_moe_inputs=True)
+    if token_id is None:
+        token_id = token_ids[position + 1] if position + 1 < len(token_ids) else int(out.logits[0, position].argmax())
+    h = out.pre_norm_hidden_state[0, position].float()
+    norm = model.model.norm
+    scale = torch.rsqrt(h.pow(2).mean() + norm.variance_epsilon)
+    direction = model.lm_head.weight[token_id].float() * norm.weight.float() * scale
+    E = shape.experts_per_side
+    pushes, layer_logits, active = [], [], 0
+    for group in range(shape.num_groups):
+        g1, g2 = (p[:, position : position + 1].float() for p in out.router_probs[shape.group_layers(group)[0]])
+        sparse = sparse_expert_weights(g1, g2)
+        active += sparse.expert.numel()
+        per_expert = torch.zeros(sparse.expert.numel(), dtype=torch.float64, device=h.device)
+        for layer in shape.group_layers(group):
+            moe = model.model.layers[layer].moe
+            x = out.moe_inputs[layer][0, position]
+            along = moe.expert_outputs_along(x.to(direction.dtype), direction.to(x.dtype)).float().flatten()
+            per_expert += (sparse.weight * along[sparse.expert]).double()
+            layer_logits.append(float(direction @ moe(x[None, None], g1, g2)[0, 0].float()))
+        pushes += [
+            ExpertPush(ExpertRef.from_flat(group, int(e), E), float(w), float(c))
+            for e, w, c in zip(sparse.expert.tolist(), sparse.weight.tolist(), per_expert.tolist(), strict=True)
+        ]
+    pushes.sort(key=lambda push: push.logit)
+    up = [push for push in reversed(pushes[-n:]) if push.logit > 0]
+    down = [push for push in pushes[:n] if push.logit < 0]
+    return TokenWhy(position, token_id, float(out.logits[0, position, token_id]), layer_logits, up, down, active)

@@ -171,6 +171,11 @@ def _switched_off_weights(g1, g2, rows, cols):
     return token[kept], a[kept], w[kept]
 
 
+def _read_through(direction: torch.Tensor, v: nn.Linear, experts: int) -> torch.Tensor:
+    """[E, width]: row e is the direction read back through expert block e of an output projection V."""
+    return (direction @ v.weight).view(experts, -1)
+
+
 class MonetMoVDE(nn.Module):
     """Vertical decomposition: E_ij(x) = [V11_i a_i + V12_i a'_j + b1_i ; V21_j a_i + V22_j a'_j + b2_j],
     with a_i = relu2(U1_i x + c1_i) and a'_j = relu2(U2_j x + c2_j)."""
@@ -221,6 +226,21 @@ class MonetMoVDE(nn.Module):
         second = F.linear(a, self.v21.weight[:, cols]) + F.linear(a_prime, self.v22.weight[:, cols]) + self.b2[j]
         return torch.cat((first, second), dim=-1)
 
+    def expert_outputs_along(self, x: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+        """[E, E]: direction . E_ij(x) for every expert (i, j) at one token (x, direction [d]), in one pass.
+
+        E_ij is bilinear in its two sides, so each term reads the direction through its V block once:
+        the cost is that of one forward of the layer, not of E*E expert outputs."""
+        E, half = self.experts, x.shape[-1] // 2
+        a1 = self.act_fn(self.u1(x)).view(E, -1)  # a_i
+        a2 = self.act_fn(self.u2(x)).view(E, -1)  # a'_j
+        r1, r2 = direction[:half], direction[half:]  # the first and second halves of the output
+        v11, v12 = _read_through(r1, self.v11, E), _read_through(r1, self.v12, E)
+        v21, v22 = _read_through(r2, self.v21, E), _read_through(r2, self.v22, E)
+        first = (v11 * a1).sum(-1)[:, None] + v12 @ a2.T + (self.b1 @ r1)[:, None]  # [i, j]
+        second = a1 @ v21.T + (v22 * a2).sum(-1)[None, :] + (self.b2 @ r2)[None, :]
+        return first + second
+
 
 class MonetMoHDE(nn.Module):
     """Horizontal decomposition: E_ij(x) = V_j a_i + b_j, with a_i = relu2(U_i x + c_i)."""
@@ -256,6 +276,11 @@ class MonetMoHDE(nn.Module):
         rows, cols = slice(i * width, (i + 1) * width), slice(j * width, (j + 1) * width)
         a = self.act_fn(F.linear(x, self.u.weight[rows], self.u.bias[rows]))
         return F.linear(a, self.v.weight[:, cols]) + self.b[j]
+
+    def expert_outputs_along(self, x: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+        """[E, E]: direction . E_ij(x) for every expert (i, j) at one token (x, direction [d]), in one pass."""
+        a = self.act_fn(self.u(x)).view(self.experts, -1)  # a_i
+        return a @ _read_through(direction, self.v, self.experts).T + (self.b @ direction)[None, :]
 
 
 class MonetDecoderLayer(nn.Module):

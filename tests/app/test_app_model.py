@@ -13,7 +13,7 @@ from explorer.app.generation import (
     removed_mass_share,
     side_by_side,
 )
-from explorer.app.inspector import experts_firing_most, inspect_prompt
+from explorer.app.inspector import experts_firing_most, inspect_prompt, why_next_token
 from explorer.app.tokens import RequestRejected, encode, token_pieces
 from explorer.model.ablation import Ablation
 from explorer.model.naming import ModelShape
@@ -194,3 +194,51 @@ def test_token_effects_rank_the_logit_lens_of_the_mean_output(tiny):
     assert effects.contexts == 2 and len(effects.promoted) == 5 and len(effects.suppressed) == 5
     assert effects.promoted[0][1] >= effects.promoted[-1][1] > effects.suppressed[-1][1] >= effects.suppressed[0][1]
     assert token_effects(tiny, 0, 1, 2, []).promoted == []
+
+
+# -- why this token -------------------------------------------------------------------------------------
+def test_expert_outputs_along_a_direction_equal_each_experts_output(conformance):
+    model = conformance.load_model()
+    gen = torch.Generator().manual_seed(3)
+    d, E = model.config.hidden_size, model.config.moe_experts
+    x, direction = torch.randn(d, generator=gen), torch.randn(d, generator=gen)
+    moe = model.model.layers[2].moe
+    with torch.no_grad():
+        along = moe.expert_outputs_along(x, direction)
+        one_by_one = torch.tensor([[float(direction @ moe.expert_output(x, i, j)) for j in range(E)] for i in range(E)])
+    torch.testing.assert_close(along, one_by_one, atol=1e-5, rtol=1e-4)
+
+
+def test_why_next_token_contributions_sum_to_each_groups_moe_output(conformance):
+    """The pushes of all active experts of a group sum to its layers' MoE outputs read along the same path,
+    and one expert's push is w_ij * r . E_ij(x) summed over the group's layers (checked from the definition)."""
+    model = conformance.load_model()
+    ids = conformance.cases["input_ids"][0][:12]
+    why = why_next_token(model, ids, position=7, n=10_000)
+    assert why.token_id == ids[8] and why.experts > 0
+    shape = ModelShape.of(model.config)
+    for group in range(shape.num_groups):
+        pushes = sum(p.logit for p in why.up + why.down if p.ref.group == group)
+        layers = sum(why.layer_logits[layer] for layer in shape.group_layers(group))
+        assert pushes == pytest.approx(layers, abs=1e-4)
+    strongest = why.up[0]
+    with torch.no_grad():
+        out = model(torch.tensor([ids]), output_moe_inputs=True, use_cache=False)
+        h = out.pre_norm_hidden_state[0, 7]
+        r = (
+            model.lm_head.weight[ids[8]]
+            * model.model.norm.weight
+            * torch.rsqrt(h.pow(2).mean() + model.config.rms_norm_eps)
+        )
+        by_definition = sum(
+            strongest.weight
+            * float(
+                r
+                @ model.model.layers[layer].moe.expert_output(
+                    out.moe_inputs[layer][0, 7], strongest.ref.i, strongest.ref.j
+                )
+            )
+            for layer in shape.group_layers(strongest.ref.group)
+        )
+    assert strongest.logit == pytest.approx(by_definition, rel=1e-4, abs=1e-6)
+    assert why.up == sorted(why.up, key=lambda p: -p.logit) and all(p.logit < 0 for p in why.down)
