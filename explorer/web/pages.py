@@ -209,10 +209,12 @@ def _export_files(page: ExpertPage) -> tuple[str, str]:
     return json_path, csv_path
 
 
+EXPERT_HINT = "Open an expert from the map, a search, the inspector or by name."
+
 # The parts of an expert page, as expert_view returns them; a failed open clears them all (no stale page).
 NO_EXPERT = {
     "name": "",
-    "header": "",
+    "header": html.notice(EXPERT_HINT),
     "contexts": "",
     "samples": "",
     "histogram": None,
@@ -478,7 +480,7 @@ def stopped_view(run: GenerationRun | None) -> tuple:
     if run is None or run.finished:  # nothing was running, or it finished before the click
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     baseline, ablated = _panels(run.prompt, run.baseline, run.ablated, finished=True)
-    stopped = "Stopped: the texts above are as far as they got. The effect is measured only on a finished run."
+    stopped = "Stopped: the texts below are as far as they got. The effect is measured only on a finished run."
     return baseline, ablated, "", messages.status(stopped, "warning")
 
 

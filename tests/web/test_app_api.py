@@ -4,6 +4,7 @@ Concurrent /generate and /perplexity calls with different switched-off sets must
 what the same call returns alone: ablation travels with the request, never through shared state.
 """
 
+import html
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -53,6 +54,20 @@ def test_bad_requests_get_the_page_message(client, endpoint, args, message):
     with pytest.raises(Exception, match=message):
         client.predict(*args, api_name=endpoint)
     assert client.predict("G1/17", api_name="/expert")["expert"] == "G1/17"  # still serving
+
+
+def test_an_error_echoing_markup_comes_back_escaped_as_the_page_shows_it(client, explorer):
+    """Gradio renders an error's message as HTML: the API sends the page's sentence escaped, never live markup."""
+    from explorer.web import pages
+
+    markup = "<b id=pwn>x</b><form><input type=password></form>"
+    with pytest.raises(Exception) as caught:
+        client.predict(markup, api_name="/expert")
+    message = str(caught.value)
+    assert "<b id=pwn>" not in message and "&lt;b id=pwn&gt;" in message
+    assert "write G&lt;group&gt;/&lt;id&gt;" in message and "'" in message  # element escaping: quotes stay readable
+    page_status = pages.expert_view(explorer, markup)["status"]  # the same sentence, as the page's status line
+    assert html.unescape(message.strip("'\"")) in html.unescape(page_status)
 
 
 # (switched-off set, temperature, seed): greedy and sampled requests side by side

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from explorer.web import html, messages, pages
+from explorer.web import messages, pages
 from explorer.web.tabs.common import Context, clickable, status_line, url_js
 
 # The parts of the page that expert_view fills (its keys), in the order of ExpertTab.parts.
@@ -41,10 +41,7 @@ def build(ctx: Context) -> ExpertTab:
             json_file = gr.DownloadButton("JSON", scale=0, min_width=90)
             csv_file = gr.DownloadButton("CSV", scale=0, min_width=90)
         status = status_line("expert-status")
-        header = gr.HTML(
-            html.notice("Open an expert from the map, a search, the inspector or by name."),
-            elem_id="expert-header",
-        )
+        header = gr.HTML(pages.NO_EXPERT["header"], elem_id="expert-header")
         with gr.Row():
             with gr.Column(scale=3):
                 gr.Markdown("#### Top contexts (shade = weight; hover a token for its value)")
