@@ -9,7 +9,8 @@ holds for every layer of the group at once.
 One SQL statement (`_TOP_TWO_SQL`) ranks each expert's two heaviest domains and decides the rule; the
 expert page's verdict (`specialisation`), the `domain:NAME` ablation item and `python -m bench.domains`
 (`specialised_experts`) all read it, so they cannot disagree. It aggregates `expert_domains` in one
-pass: at the published scale (1.57M experts) a whole-index answer takes seconds, one expert's a lookup.
+pass: one expert's answer is a lookup; a whole-index one at the published scale (1.57M experts, about
+7.5M expert_domains rows) took about 3 s on 2 cores in a synthetic test, so the app keeps it per domain.
 """
 
 from dataclasses import dataclass
