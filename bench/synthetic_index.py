@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import polars as pl
 import torch
 
 from explorer.index import schema
 from precompute.indexing.topk import ExpertState, make_address
-from precompute.indexing.writer import IndexContents, write_index
+from precompute.indexing.writer import DOCUMENT_COLUMNS, TOKEN_COLUMNS, IndexContents, write_index
 
 DOMAINS = ["prose", "code", "german", "spanish", "science", "law"]
 
@@ -60,46 +60,45 @@ def synthetic_state(
 def synthetic_contents(state, groups, experts_per_side, top_k, samples, context, corpus_docs, doc_tokens, vocab_size):
     gen = np.random.default_rng(0)
     n_tokens = corpus_docs * doc_tokens
-    tokens = pd.DataFrame(
+    tokens = pl.DataFrame(
         {
             "doc": np.repeat(np.arange(corpus_docs), doc_tokens),
             "position": np.tile(np.arange(doc_tokens), corpus_docs),
             "token_id": gen.integers(0, vocab_size, n_tokens),
-        }
+        },
+        schema=TOKEN_COLUMNS,
     )
-    documents = pd.DataFrame(
+    documents = pl.DataFrame(
         {
             "doc": np.arange(corpus_docs),
             "source_id": [f"doc{d}" for d in range(corpus_docs)],
             "domain": [DOMAINS[d % len(DOMAINS)] for d in range(corpus_docs)],
-            "n_tokens": doc_tokens,
-        }
+            "n_tokens": np.full(corpus_docs, doc_tokens),
+        },
+        schema=DOCUMENT_COLUMNS,
     )
-    meta = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "model": "synthetic",
-        "config_hash": "synthetic",
-        "tokenizer": f"synthetic ({vocab_size} tokens)",
-        "corpus": "synthetic",
-        "shards": ["0/1"],
-        "documents_processed": corpus_docs,
-        "tokens_processed": n_tokens,
-        "seq_len": doc_tokens,
-        "top_k": top_k,
-        "samples": samples,
-        "context": context,
-        "min_weight": 0.01,
-        "histogram_edges": state.histogram_edges.tolist(),
-        "num_layers": groups * 4,
-        "moe_groups": 4,
-        "num_groups": groups,
-        "moe_experts": experts_per_side,
-        "moe_heads": 8,
-        "moe_decompose": "vertical",
-        "dtype": "bfloat16",
-        "embedding_model": None,
-    }
+    meta = schema.IndexMeta(
+        model="synthetic",
+        config_hash="synthetic",
+        tokenizer=f"synthetic ({vocab_size} tokens)",
+        corpus="synthetic",
+        shards=["0/1"],
+        documents_processed=corpus_docs,
+        tokens_processed=n_tokens,
+        seq_len=doc_tokens,
+        top_k=top_k,
+        samples=samples,
+        context=context,
+        min_weight=0.01,
+        histogram_edges=state.histogram_edges.tolist(),
+        num_layers=groups * 4,
+        moe_groups=4,
+        num_groups=groups,
+        moe_experts=experts_per_side,
+        moe_heads=8,
+        moe_decompose="vertical",
+        dtype="bfloat16",
+    )
     vocab = [f"tok{t}" for t in range(vocab_size)]
     return IndexContents(meta, documents, tokens, vocab)
 
@@ -114,7 +113,7 @@ def build_synthetic_index(
     corpus_docs=10_000,
     doc_tokens=1_000,
     vocab_size=32_000,
-    progress=None,
+    show_progress=False,
 ) -> dict:
     """Write the synthetic index to `out`; returns timings (s), file bytes and state bytes."""
     started = time.perf_counter()
@@ -124,7 +123,7 @@ def build_synthetic_index(
     )
     built = time.perf_counter()
     Path(out).unlink(missing_ok=True)
-    write_index(out, state, contents, embed=False, progress=progress)
+    write_index(out, state, contents, embed=False, show_progress=show_progress)
     written = time.perf_counter()
     return {
         "experts": groups * experts_per_side**2,
@@ -151,7 +150,7 @@ def main() -> None:
         args.top_k,
         args.samples,
         args.context,
-        progress=lambda done, total: print(f"group {done}/{total} written", flush=True),
+        show_progress=True,
     )
     print(figures)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import polars as pl
 import torch
 from tqdm import tqdm
 
@@ -42,8 +42,8 @@ from precompute.indexing.options import (
     parse_shard,
     refuse_to_overwrite,
 )
-from precompute.indexing.topk import ExpertState, make_address
-from precompute.indexing.writer import IndexContents, write_index
+from precompute.indexing.topk import EMPTY_ADDRESS, ExpertState, make_address, split_address
+from precompute.indexing.writer import DOCUMENT_COLUMNS, TOKEN_COLUMNS, IndexContents, write_index
 
 HISTOGRAM_BINS = 16
 
@@ -278,7 +278,9 @@ class IndexJob:
         self._save_checkpoint(state, cursor)
         started = time.perf_counter()
         contents = self._contents(state, cursor)
-        write_index(self.out, state, contents, embed=not self.options.no_embeddings)
+        write_index(
+            self.out, state, contents, embed=not self.options.no_embeddings, show_progress=not self.options.quiet
+        )
         if not self.options.quiet:
             print(
                 f"wrote {self.out} ({self.out.stat().st_size / 1e6:.1f} MB, {state.tokens_processed} tokens,"
@@ -290,7 +292,7 @@ class IndexJob:
     def _contents(self, state: ExpertState, cursor: Cursor) -> IndexContents:
         """Read the corpus again for the documents that hold examples: their tokens and metadata."""
         addresses = torch.cat([state.top.address.flatten(), state.sample.address.flatten()])
-        needed = set((addresses[addresses >= 0] >> 32).unique().tolist())
+        needed = set(split_address(addresses[addresses != EMPTY_ADDRESS])[0].unique().tolist())
         documents, tokens = [], []
         for document in self._documents():
             if document.index > cursor.doc:
@@ -298,7 +300,8 @@ class IndexJob:
             if document.index in needed:
                 ids = np.asarray(self._tokenize(document), dtype=np.int64)
                 documents.append((document.index, document.source_id, document.domain, len(ids)))
-                tokens.append(pd.DataFrame({"doc": document.index, "position": np.arange(len(ids)), "token_id": ids}))
+                columns = {"doc": np.full(len(ids), document.index), "position": np.arange(len(ids)), "token_id": ids}
+                tokens.append(pl.DataFrame(columns, schema=TOKEN_COLUMNS))
         config = self.model.config
         meta = schema.IndexMeta(
             model=self.options.model,
@@ -325,8 +328,8 @@ class IndexJob:
         vocab = self.tokenizer.batch_decode([[t] for t in range(len(self.tokenizer))])
         return IndexContents(
             meta=meta,
-            documents=pd.DataFrame(documents, columns=["doc", "source_id", "domain", "n_tokens"]),
-            tokens=pd.concat(tokens) if tokens else pd.DataFrame(columns=["doc", "position", "token_id"]),
+            documents=pl.DataFrame(documents, schema=DOCUMENT_COLUMNS, orient="row"),
+            tokens=pl.concat(tokens) if tokens else pl.DataFrame(schema=TOKEN_COLUMNS),
             vocab=vocab,
         )
 

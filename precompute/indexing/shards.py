@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
+import polars as pl
 
 from explorer.index import schema
 from explorer.index.reader import IndexUnavailable
@@ -28,6 +28,7 @@ class MergeOptions:
     out: str = required_option("merged index file to write")
     no_embeddings: bool = option(False, "skip sentence embeddings (no semantic search)")
     force: bool = option(False, "overwrite an existing --out file")
+    quiet: bool = option(False, "no progress bar")
 
 
 @dataclass
@@ -37,18 +38,24 @@ class UpgradeOptions:
     index: str = required_option("an index file of an older schema version", positional=True)
     out: str = required_option("the index file to write, in the current schema")
     force: bool = option(False, "overwrite an existing --out file")
+    quiet: bool = option(False, "no progress bar")
 
 
 def run_merge(options: MergeOptions) -> None:
-    path = merge_indexes(options.shards, options.out, embed=not options.no_embeddings, force=options.force)
+    path = merge_indexes(
+        options.shards, options.out, not options.no_embeddings, options.force, show_progress=not options.quiet
+    )
     print(f"wrote {path}")
 
 
 def run_upgrade(options: UpgradeOptions) -> None:
-    print(f"wrote {upgrade_index(options.index, options.out, force=options.force)}")
+    path = upgrade_index(options.index, options.out, force=options.force, show_progress=not options.quiet)
+    print(f"wrote {path}")
 
 
-def merge_indexes(paths: list[str | Path], out: str | Path, embed: bool = True, force: bool = False) -> Path:
+def merge_indexes(
+    paths: list[str | Path], out: str | Path, embed: bool = True, force: bool = False, show_progress: bool = False
+) -> Path:
     """Combine index files of disjoint shards of one job into one, exactly as one run over all of them."""
     out = Path(out)
     refuse_to_overwrite(out, force)
@@ -73,13 +80,11 @@ def merge_indexes(paths: list[str | Path], out: str | Path, embed: bool = True, 
             documents_processed=meta.documents_processed + other.meta.documents_processed,
         )
     meta = dataclasses.replace(meta, tokens_processed=state.tokens_processed)
-    merged = IndexContents(
-        meta, pd.concat(documents, ignore_index=True), pd.concat(tokens, ignore_index=True), contents.vocab
-    )
-    return write_index(out, state, merged, embed=embed)
+    merged = IndexContents(meta, pl.concat(documents), pl.concat(tokens), contents.vocab)
+    return write_index(out, state, merged, embed=embed, show_progress=show_progress)
 
 
-def upgrade_index(path: str | Path, out: str | Path, force: bool = False) -> Path:
+def upgrade_index(path: str | Path, out: str | Path, force: bool = False, show_progress: bool = False) -> Path:
     """Rewrite an index of an older schema version in the current one, from the state it holds: no model run.
 
     Everything the job accumulated is read back unchanged; the lookup tables of the current schema are
@@ -90,4 +95,5 @@ def upgrade_index(path: str | Path, out: str | Path, force: bool = False) -> Pat
         state, contents = read_index_state(path, versions=schema.STATE_READABLE_VERSIONS)
     except IndexUnavailable as error:
         raise IndexJobError(f"Cannot upgrade {path}: {error}") from None
-    return write_index(out, state, contents, embed=contents.meta.embedding_model is not None)
+    embed = contents.meta.embedding_model is not None
+    return write_index(out, state, contents, embed=embed, show_progress=show_progress)

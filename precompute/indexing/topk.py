@@ -24,6 +24,7 @@ computed for candidates that survive a merge, through a callback.
 from collections.abc import Callable
 from typing import Protocol
 
+import numpy as np
 import torch
 
 ADDRESS_SHIFT = 32  # address = doc << 32 | position: one int64 that orders by (doc, position)
@@ -33,11 +34,17 @@ _PRIME = (1 << 31) - 1  # Mersenne prime: every product below stays < 2**62, no 
 _MULTIPLIERS = (1_000_003, 69_069, 48_271, 1_103_515_245 % _PRIME)
 
 
-def make_address(doc: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-    return (doc.long() << ADDRESS_SHIFT) | position.long()
+def make_address(doc, position):
+    """doc << 32 | position: one int64 per place that orders by (doc, position). Torch tensors or numpy arrays.
+
+    Positions lie below 2**32, so `address + k` is position + k in the same document."""
+    if isinstance(doc, torch.Tensor):
+        return (doc.long() << ADDRESS_SHIFT) | position.long()
+    return (np.asarray(doc, dtype=np.int64) << ADDRESS_SHIFT) | np.asarray(position, dtype=np.int64)
 
 
-def split_address(address: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def split_address(address):
+    """(doc, position) of addresses: the inverse of make_address, for tensors or numpy arrays."""
     return address >> ADDRESS_SHIFT, address & ((1 << ADDRESS_SHIFT) - 1)
 
 

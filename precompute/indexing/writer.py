@@ -1,33 +1,40 @@
 """Writing an ExpertState to the DuckDB index file, and reading a finished file back (for merging shards
 and upgrading older schema versions).
 
-The schema is explorer.index.schema's. Besides copying the state, writing derives what only the
-final top contexts can tell: the token store (tokens inside some example's window, each once), the
-top tokens per expert, an automatic label and, optionally, a sentence embedding per expert; and the
-lookup orders the reader needs at scale (examples_by_location, expert_tokens by token, doc_text).
-Per-expert tables are written group by group; the two re-ordered tables are collected over all
-groups first (at the published scale about 1.5 GB of arrays for 50M top contexts, next to the
-state's 2.5 GB). The file appears atomically: it is written beside the target and renamed at the end.
+The schema is explorer.index.schema's; each table has one writer function here. Besides copying the
+state, writing derives what only the final top contexts can tell: the token store (tokens inside some
+example's window, each once), the top tokens per expert, an automatic label and, optionally, a
+sentence embedding per expert. Per-expert tables are written group by group. The lookup tables the
+reader needs at scale are then derived inside DuckDB from tables already written, in their own order
+(`INSERT ... SELECT ... ORDER BY`): examples_by_location from examples, expert_tokens from the top
+tokens staged group by group, doc_text from tokens. So no re-ordered copy of 50M top contexts is held
+in Python (DuckDB sorts them, spilling beside the file if memory runs short). The file appears atomically: it is
+written beside the target and renamed at the end.
 """
 
 import dataclasses
 import os
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import numpy as np
-import pandas as pd
+import polars as pl
 import pyarrow as pa
 import torch
+from tqdm import tqdm
 
 from explorer.index import schema
-from precompute.indexing.topk import ADDRESS_SHIFT, EMPTY_ADDRESS, ExpertState, sample_priority
+from precompute.indexing.topk import EMPTY_ADDRESS, ExpertState, make_address, sample_priority, split_address
 
 TOP_TOKENS_PER_EXPERT = 16
 LABEL_TOKENS = 3
 EMBEDDED_CONTEXTS = 3  # top contexts that go into an expert's embedding text
+DOCUMENT_COLUMNS = {"doc": pl.Int64, "source_id": pl.String, "domain": pl.String, "n_tokens": pl.Int64}
+TOKEN_COLUMNS = {"doc": pl.Int64, "position": pl.Int64, "token_id": pl.Int64}
+STAGED_EXPERT_TOKENS = "staged_expert_tokens"  # a temporary table: expert_tokens rows in (grp, expert) order
 
 
 def embedding_model_name() -> str:
@@ -42,20 +49,20 @@ class IndexContents:
     """What an index holds besides the state: facts, documents, a token source and the vocabulary."""
 
     meta: schema.IndexMeta  # write_index stamps schema_version, created and embedding_model
-    documents: pd.DataFrame  # doc, source_id, domain, n_tokens
-    tokens: pd.DataFrame  # doc, position, token_id: at least every token inside an example's window
+    documents: pl.DataFrame  # DOCUMENT_COLUMNS
+    tokens: pl.DataFrame  # TOKEN_COLUMNS: at least every token inside an example's window
     vocab: list[str]  # display text by token id
 
 
 class TokenSource:
     """Sorted (doc, position) addresses of the available tokens, for vectorised lookups."""
 
-    def __init__(self, tokens: pd.DataFrame):
-        tokens = tokens.sort_values(["doc", "position"], kind="stable")
-        self.doc = tokens["doc"].to_numpy(np.int64)
-        self.position = tokens["position"].to_numpy(np.int64)
-        self.token_id = tokens["token_id"].to_numpy(np.int64)
-        self.address = (self.doc << ADDRESS_SHIFT) | self.position
+    def __init__(self, tokens: pl.DataFrame):
+        tokens = tokens.sort("doc", "position")
+        self.doc = tokens["doc"].to_numpy().astype(np.int64)
+        self.position = tokens["position"].to_numpy().astype(np.int64)
+        self.token_id = tokens["token_id"].to_numpy().astype(np.int64)
+        self.address = make_address(self.doc, self.position)
         self.needed = np.zeros(len(self.address), dtype=bool)
 
     def _search(self, address: np.ndarray, side: str = "left") -> np.ndarray:
@@ -81,6 +88,7 @@ class TokenSource:
         self.needed |= coverage > 0
 
 
+# -- what the final top contexts tell ---------------------------------------------------------------------
 def _bank_rows(bank, slots: slice, reorder_by_weight: bool) -> dict[str, np.ndarray]:
     """Valid entries of one bank for a range of slots, ordered by (slot, weight desc, address), with rank."""
     slot, column = (bank.address[slots] != EMPTY_ADDRESS).nonzero(as_tuple=True)
@@ -99,59 +107,61 @@ def _display(text: str) -> str:
     return text.strip() or text.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t")
 
 
-def _top_tokens(top: dict, sample: dict, tokens: TokenSource) -> pd.DataFrame:
-    """slot, token_id, count, mean_weight, rank: highlighted tokens over an expert's examples."""
-    frame = pd.DataFrame(
+def _top_tokens(top: dict, sample: dict, tokens: TokenSource) -> pl.DataFrame:
+    """slot, token_id, count, mean_weight, rank: highlighted tokens over an expert's examples (each place once)."""
+    places = pl.DataFrame(
+        {name: np.concatenate([top[name], sample[name]]) for name in ("slot", "address", "weight")}
+    ).unique(["slot", "address"], keep="first", maintain_order=True)
+    places = places.with_columns(token_id=pl.Series(tokens.lookup(places["address"].to_numpy())))
+    return (
+        places.group_by("slot", "token_id")
+        .agg(count=pl.len(), mean_weight=pl.col("weight").mean())
+        .sort("slot", "count", "mean_weight", "token_id", descending=[False, True, True, False])
+        .with_columns(rank=pl.int_range(pl.len()).over("slot"))
+        .filter(pl.col("rank") < TOP_TOKENS_PER_EXPERT)
+    )
+
+
+def _labels(top: dict, top_tokens: pl.DataFrame, tokens: TokenSource, vocab: list[str]) -> dict[int, str]:
+    """Label per slot: its most shared bigram at the top contexts (if 3+ share it; of equally shared ones,
+    the one at the heaviest context), then its top tokens."""
+    words = [_display(text) for text in vocab]
+    best = top_tokens.filter(pl.col("rank") < LABEL_TOKENS).group_by("slot", maintain_order=True).agg("token_id")
+    labels = {slot: " · ".join(words[t] for t in token_ids) for slot, token_ids in best.iter_rows()}
+    pairs = pl.DataFrame(
         {
-            "slot": np.concatenate([top["slot"], sample["slot"]]),
-            "address": np.concatenate([top["address"], sample["address"]]),
-            "weight": np.concatenate([top["weight"], sample["weight"]]),
+            "slot": top["slot"],
+            "rank": top["rank"],
+            "previous": tokens.lookup(top["address"] - 1),
+            "token": tokens.lookup(top["address"]),
         }
-    ).drop_duplicates(["slot", "address"])
-    frame["token_id"] = tokens.lookup(frame["address"].to_numpy())
-    counted = (
-        frame.groupby(["slot", "token_id"], sort=False)["weight"]
-        .agg(["size", "mean"])
-        .reset_index()
-        .rename(columns={"size": "count", "mean": "mean_weight"})
+    ).filter(pl.col("previous") >= 0)
+    bigrams = (
+        pairs.group_by("slot", "previous", "token")
+        .agg(count=pl.len(), first_rank=pl.col("rank").min())
+        .filter(pl.col("count") >= 3)
+        .sort("slot", "count", "first_rank", descending=[False, True, False])
+        .unique("slot", keep="first", maintain_order=True)
     )
-    counted = counted.sort_values(["slot", "count", "mean_weight", "token_id"], ascending=[True, False, False, True])
-    counted["rank"] = counted.groupby("slot").cumcount()
-    return counted[counted["rank"] < TOP_TOKENS_PER_EXPERT]
+    for slot, previous, token in bigrams.select("slot", "previous", "token").iter_rows():
+        if slot in labels:
+            bigram = f"«{vocab[previous]}{vocab[token]}»".replace("\n", " ")
+            labels[slot] = f"{bigram} {labels[slot]}"
+    return {slot: label.strip() for slot, label in labels.items()}
 
 
-def _labels(top: dict, top_tokens: pd.DataFrame, tokens: TokenSource, vocab: list[str]) -> pd.Series:
-    """Label per slot: its most shared bigram at the top contexts (if 3+ share it), then its top tokens."""
-    texts = [_display(t) for t in vocab]
-    best = top_tokens[top_tokens["rank"] < LABEL_TOKENS]
-    if best.empty:
-        return pd.Series(dtype=object)
-    words = best.pivot(index="slot", columns="rank", values="token_id")  # rank 0, 1, 2 side by side
-    label = pd.Series(np.array(texts, dtype=object)[words[0].to_numpy(int)], index=words.index)
-    for rank in words.columns[1:]:
-        present = words[rank].notna().to_numpy()
-        label[present] += " · " + np.array(texts, dtype=object)[words[rank][present].to_numpy(int)]
-    pairs = pd.DataFrame(
-        {"slot": top["slot"], "previous": tokens.lookup(top["address"] - 1), "token": tokens.lookup(top["address"])}
-    )
-    pairs = pairs[pairs["previous"] >= 0].value_counts().reset_index()
-    pairs = pairs[pairs["count"] >= 3].drop_duplicates("slot")  # value_counts sorts by count desc
-    bigram = pd.Series(
-        [f"«{vocab[p]}{vocab[t]}»".replace("\n", " ") for p, t in zip(pairs["previous"], pairs["token"], strict=True)],
-        index=pairs["slot"],
-    )
-    return bigram.reindex(label.index).fillna("").str.cat(label, sep=" ").str.strip()
-
-
-def _context_texts(top: dict, tokens: TokenSource, vocab: list[str], context: int) -> pd.Series:
+def _context_texts(top: dict, tokens: TokenSource, vocab: list[str], context: int) -> dict[int, str]:
     """Text of each slot's first EMBEDDED_CONTEXTS top contexts, joined."""
     chosen = top["rank"] < EMBEDDED_CONTEXTS
     offsets = np.arange(-context, context + 1)
     window_ids = tokens.lookup(top["address"][chosen][:, None] + offsets[None, :])
-    texts = ["".join(vocab[t] for t in row if t >= 0) for row in window_ids]
-    return pd.Series(texts).groupby(top["slot"][chosen]).agg(" … ".join)
+    texts = defaultdict(list)
+    for slot, row in zip(top["slot"][chosen], window_ids, strict=True):
+        texts[slot].append("".join(vocab[t] for t in row if t >= 0))
+    return {slot: " … ".join(parts) for slot, parts in texts.items()}
 
 
+# -- one writer per table ---------------------------------------------------------------------------------
 def _list_array(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
     """[n, w] numpy -> arrow list array of n lists of w values."""
     n, width = values.shape
@@ -163,85 +173,193 @@ def _sql_string(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def _insert(conn, table: schema.Table, columns: dict) -> None:
+def _insert(conn, table: schema.Table, columns: dict, into: str | None = None) -> None:
+    """Append rows (arrow arrays in the table's column order) to `table`, or to the table named `into`."""
     incoming = pa.table({name: columns[name] for name in table.column_names})
     if incoming.num_rows:
         conn.register("incoming", incoming)
-        conn.execute(f"INSERT INTO {table.name} SELECT * FROM incoming")
+        conn.execute(f"INSERT INTO {into or table.name} SELECT * FROM incoming")
         conn.unregister("incoming")
 
 
-def _write_examples_by_location(conn, places: dict[str, np.ndarray], experts_per_group: int) -> None:
-    """Every top context again, ordered by (doc, position)."""
-    order = np.argsort(places["address"], kind="stable")
-    address, slot = places["address"][order], places["slot"][order]
-    _insert(
-        conn,
-        schema.EXAMPLES_BY_LOCATION,
-        {
-            "doc": pa.array(address >> ADDRESS_SHIFT, pa.uint32()),
-            "position": pa.array(address & ((1 << ADDRESS_SHIFT) - 1), pa.uint32()),
-            "grp": pa.array(slot // experts_per_group, pa.uint8()),
-            "expert": pa.array(slot % experts_per_group, pa.uint32()),
-            "rank": pa.array(places["rank"][order], pa.uint16()),
-            "weight": pa.array(places["weight"][order], pa.float32()),
-        },
-    )
+def _write_meta(conn, meta: schema.IndexMeta) -> None:
+    conn.executemany(f"INSERT INTO {schema.META.name} VALUES (?, ?)", schema.meta_rows(meta))
 
 
-def _write_expert_tokens(conn, rows: pd.DataFrame, experts_per_group: int) -> None:
+def _write_vocab(conn, vocab: list[str]) -> None:
+    columns = {"token_id": pa.array(np.arange(len(vocab)), pa.uint32()), "text": pa.array(vocab, pa.string())}
+    _insert(conn, schema.VOCAB, columns)
+
+
+def _write_domains(conn, state: ExpertState) -> None:
+    seen = state.domain_tokens.numpy() > 0  # a domain met only past --max-tokens contributed nothing
+    columns = {
+        "domain": pa.array(np.array(state.domains, dtype=object)[seen], pa.string()),
+        "n_tokens": pa.array(state.domain_tokens.numpy()[seen], pa.uint64()),
+    }
+    _insert(conn, schema.DOMAINS, columns)
+
+
+def _write_experts(conn, state: ExpertState, group: int, slot: np.ndarray, labels: list[str], E: int) -> None:
+    expert = slot % (E * E)
+    columns = {
+        "grp": pa.array(np.full(len(slot), group), pa.uint8()),
+        "expert": pa.array(expert, pa.uint32()),
+        "i": pa.array(expert // E, pa.uint16()),
+        "j": pa.array(expert % E, pa.uint16()),
+        "active_count": pa.array(state.active_count[slot].cpu().numpy(), pa.uint64()),
+        "weight_sum": pa.array(state.weight_sum[slot].cpu().numpy(), pa.float64()),
+        "weight_max": pa.array(state.weight_max[slot].cpu().numpy(), pa.float32()),
+        "histogram": _list_array(state.histogram[slot].cpu().numpy(), pa.uint32()),
+        "label": pa.array(labels, pa.string()),
+    }
+    _insert(conn, schema.EXPERTS, columns)
+
+
+def _write_expert_embeddings(conn, group: int, expert: np.ndarray, texts: list[str]) -> None:
+    from explorer.index.embedding import embed_texts
+
+    vectors = embed_texts(texts)
+    columns = {
+        "grp": pa.array(np.full(len(expert), group), pa.uint8()),
+        "expert": pa.array(expert, pa.uint32()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), schema.EMBEDDING_DIM),
+    }
+    _insert(conn, schema.EXPERT_EMBEDDINGS, columns)
+
+
+def _write_expert_domains(conn, state: ExpertState, group: int, slots: slice) -> None:
+    domain_sums = state.domain_weight_sum[slots].cpu().numpy()
+    expert, column = domain_sums.nonzero()
+    columns = {
+        "grp": pa.array(np.full(len(expert), group), pa.uint8()),
+        "expert": pa.array(expert, pa.uint32()),
+        "domain": pa.array(np.array(state.domains, dtype=object)[column] if len(expert) else [], pa.string()),
+        "weight_sum": pa.array(domain_sums[expert, column], pa.float64()),
+    }
+    _insert(conn, schema.EXPERT_DOMAINS, columns)
+
+
+def _write_examples(conn, group: int, kind: str, rows: dict[str, np.ndarray], experts_per_group: int) -> None:
+    doc, position = split_address(rows["address"])
+    n = len(doc)
+    columns = {
+        "grp": pa.array(np.full(n, group), pa.uint8()),
+        "expert": pa.array(rows["slot"] % experts_per_group, pa.uint32()),
+        "kind": pa.array(np.full(n, kind), pa.string()),
+        "rank": pa.array(rows["rank"], pa.uint16()),
+        "doc": pa.array(doc, pa.uint32()),
+        "position": pa.array(position, pa.uint32()),
+        "weight": pa.array(rows["weight"], pa.float32()),
+        "window_hash": pa.array(rows["key"], pa.int64()) if kind == "top" else pa.nulls(n, pa.int64()),
+        "window_max": pa.array(rows["window_max"], pa.float32()),
+        "window_weights": _list_array(rows["window"], pa.uint8()),
+    }
+    _insert(conn, schema.EXAMPLES, columns)
+
+
+def _stage_expert_tokens(conn, group: int, top_tokens: pl.DataFrame, experts_per_group: int) -> None:
+    """One group's top tokens, into the staging table expert_tokens is sorted from at the end."""
+    slot = top_tokens["slot"].to_numpy()
+    columns = {
+        "grp": pa.array(np.full(len(slot), group), pa.uint8()),
+        "expert": pa.array(slot % experts_per_group, pa.uint32()),
+        "token_id": pa.array(top_tokens["token_id"].to_numpy(), pa.uint32()),
+        "count": pa.array(top_tokens["count"].to_numpy(), pa.uint32()),
+        "mean_weight": pa.array(top_tokens["mean_weight"].to_numpy(), pa.float32()),
+    }
+    _insert(conn, schema.EXPERT_TOKENS, columns, into=STAGED_EXPERT_TOKENS)
+
+
+def _write_expert_tokens(conn) -> None:
     """Every expert's top tokens, ordered by (token, group, expert) for search by token."""
-    slot = rows["slot"].to_numpy()
-    order = np.lexsort((slot, rows["token_id"].to_numpy()))
-    _insert(
-        conn,
-        schema.EXPERT_TOKENS,
-        {
-            "grp": pa.array(slot[order] // experts_per_group, pa.uint8()),
-            "expert": pa.array(slot[order] % experts_per_group, pa.uint32()),
-            "token_id": pa.array(rows["token_id"].to_numpy()[order], pa.uint32()),
-            "count": pa.array(rows["count"].to_numpy()[order], pa.uint32()),
-            "mean_weight": pa.array(rows["mean_weight"].to_numpy()[order], pa.float32()),
-        },
+    conn.execute(
+        f"INSERT INTO {schema.EXPERT_TOKENS.name} SELECT * FROM {STAGED_EXPERT_TOKENS} ORDER BY token_id, grp, expert"
+    )
+    conn.execute(f"DROP TABLE {STAGED_EXPERT_TOKENS}")
+
+
+def _write_examples_by_location(conn) -> None:
+    """Every top context again, ordered by (doc, position): derived from examples."""
+    conn.execute(
+        f"INSERT INTO {schema.EXAMPLES_BY_LOCATION.name}"
+        " SELECT doc, position, grp, expert, rank, weight FROM examples WHERE kind = 'top'"
+        " ORDER BY doc, position, grp, expert"
     )
 
 
-def _write_doc_text(conn, doc, position, token_id, places: dict[str, np.ndarray], vocab: list[str]) -> None:
+def _write_tokens(conn, tokens: TokenSource) -> None:
+    keep = tokens.needed
+    columns = {
+        "doc": pa.array(tokens.doc[keep], pa.uint32()),
+        "position": pa.array(tokens.position[keep], pa.uint32()),
+        "token_id": pa.array(tokens.token_id[keep], pa.uint32()),
+    }
+    _insert(conn, schema.TOKENS, columns)
+
+
+def _write_doc_text(conn, vocab: list[str]) -> None:
     """Per stored document: its stored tokens' lowercased text (GAP between runs), their positions and
-    character offsets, and its heaviest top context's weight (schema.DOC_TEXT)."""
-    if not len(doc):
-        return
+    character offsets, and its heaviest top context's weight (schema.DOC_TEXT); derived from tokens and
+    examples_by_location. Tokens are lowercased by Python, as the reader lowercases what it searches for."""
     gap = schema.DOC_TEXT_GAP
-    lowered = np.array([text.lower().replace(gap, "") for text in vocab], dtype=object)
-    starts_doc = np.r_[True, doc[1:] != doc[:-1]]
-    after_gap = ~starts_doc & np.r_[False, position[1:] != position[:-1] + 1]
-    pieces = lowered[token_id]
-    pieces[after_gap] = gap + pieces[after_gap]
-    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
-    first = np.flatnonzero(starts_doc)
-    ends = np.cumsum(lengths)
-    doc_start = np.repeat(ends[first] - lengths[first], np.diff(np.r_[first, len(doc)]))
-    offsets = ends - lengths - doc_start + after_gap  # where each token's own text starts
-    bounds = np.r_[first, len(doc)]
-    texts = ["".join(pieces[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-    place_doc = places["address"] >> ADDRESS_SHIFT
-    heaviest = pd.Series(places["weight"]).groupby(place_doc).max()
-    list_offsets = pa.array(bounds, pa.int64())
-    _insert(
-        conn,
-        schema.DOC_TEXT,
+    lowered = pa.table(
         {
-            "doc": pa.array(doc[first], pa.uint32()),
-            "text": pa.array(texts, pa.string()),
-            "positions": pa.LargeListArray.from_arrays(list_offsets, pa.array(position, pa.uint32())),
-            "offsets": pa.LargeListArray.from_arrays(list_offsets, pa.array(offsets, pa.uint32())),
-            "max_weight": pa.array(heaviest.reindex(doc[first]).fillna(0).to_numpy(), pa.float32()),
-        },
+            "token_id": pa.array(np.arange(len(vocab)), pa.uint32()),
+            "piece": pa.array([text.lower().replace(gap, "") for text in vocab], pa.string()),
+        }
     )
+    conn.register("lowered_vocab", lowered)
+    # one sort per window and one ordered aggregate (of structs): a third less CPU than three ordered lists
+    conn.execute(
+        f"""
+        INSERT INTO {schema.DOC_TEXT.name}
+        WITH ordered AS (
+            SELECT doc, position, piece,
+                   coalesce(position <> lag(position) OVER (PARTITION BY doc ORDER BY position) + 1, false)
+                       AS after_gap
+            FROM {schema.TOKENS.name} JOIN lowered_vocab USING (token_id)
+        ), placed AS (
+            SELECT doc, position,
+                   CASE WHEN after_gap THEN $gap || piece ELSE piece END AS piece,
+                   sum(length(piece) + after_gap::INTEGER)
+                       OVER (PARTITION BY doc ORDER BY position ROWS UNBOUNDED PRECEDING) - length(piece) AS start
+            FROM ordered
+        ), grouped AS (
+            SELECT doc, list({{'position': position, 'start': start, 'piece': piece}} ORDER BY position) AS stored
+            FROM placed GROUP BY doc
+        ), heaviest AS (
+            SELECT doc, max(weight) AS max_weight FROM {schema.EXAMPLES_BY_LOCATION.name} GROUP BY doc
+        )
+        SELECT doc,
+               array_to_string(list_transform(stored, t -> t.piece), ''),
+               list_transform(stored, t -> t.position),
+               list_transform(stored, t -> t.start),
+               coalesce(max_weight, 0)
+        FROM grouped LEFT JOIN heaviest USING (doc)
+        ORDER BY doc
+        """,
+        {"gap": gap},
+    )
+    conn.unregister("lowered_vocab")
 
 
+def _write_documents(conn, documents: pl.DataFrame, tokens: TokenSource) -> None:
+    """The documents whose tokens are stored, ordered by doc."""
+    stored_docs = pl.Series(np.unique(tokens.doc[tokens.needed]))
+    stored = documents.filter(pl.col("doc").is_in(stored_docs)).sort("doc")
+    columns = {
+        "doc": pa.array(stored["doc"].to_numpy(), pa.uint32()),
+        "source_id": pa.array(stored["source_id"].to_list(), pa.string()),
+        "domain": pa.array(stored["domain"].to_list(), pa.string()),
+        "n_tokens": pa.array(stored["n_tokens"].to_numpy(), pa.uint32()),
+    }
+    _insert(conn, schema.DOCUMENTS, columns)
+
+
+# -- the whole file --------------------------------------------------------------------------------------
 def write_index(
-    path: str | Path, state: ExpertState, contents: IndexContents, embed: bool = False, progress=None
+    path: str | Path, state: ExpertState, contents: IndexContents, embed: bool = False, show_progress: bool = False
 ) -> Path:
     """Write the state and contents as a complete index file at `path` (atomically: temp file, rename).
 
@@ -253,149 +371,68 @@ def write_index(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         embedding_model=embedding_model_name() if embed else None,
     )
-    E, n_groups, context = meta.moe_experts, meta.num_groups, meta.context
-    experts_per_group = E * E
+    E, experts_per_group, context = meta.moe_experts, meta.experts_per_group, meta.context
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     tokens = TokenSource(contents.tokens)
+    derived = [  # written after the groups, each from tables written before it
+        ("examples_by_location", _write_examples_by_location),
+        ("expert_tokens", _write_expert_tokens),
+        ("tokens", lambda conn: _write_tokens(conn, tokens)),
+        ("doc_text", lambda conn: _write_doc_text(conn, contents.vocab)),
+        ("documents", lambda conn: _write_documents(conn, contents.documents, tokens)),
+    ]
+    bar = tqdm(total=meta.num_groups + len(derived), unit="step", desc=f"write {path.name}", disable=not show_progress)
     conn = duckdb.connect()
+    spill = path.with_name(path.name + ".spill")  # sorts larger than memory spill beside the file, not into the cwd
+    conn.execute(f"SET temp_directory = '{_sql_string(spill)}'")
     conn.execute(f"ATTACH '{_sql_string(tmp)}' AS index_file (ROW_GROUP_SIZE {schema.ROW_GROUP_SIZE})")
     conn.execute("USE index_file")
     try:
         for statement in schema.create_statements():
             conn.execute(statement)
-        conn.executemany("INSERT INTO meta VALUES (?, ?)", schema.meta_rows(meta))
-        _insert(
-            conn,
-            schema.VOCAB,
-            {
-                "token_id": pa.array(np.arange(len(contents.vocab)), pa.uint32()),
-                "text": pa.array(contents.vocab, pa.string()),
-            },
-        )
-        seen = state.domain_tokens.numpy() > 0  # a domain met only past --max-tokens contributed nothing
-        _insert(
-            conn,
-            schema.DOMAINS,
-            {
-                "domain": pa.array(np.array(state.domains, dtype=object)[seen], pa.string()),
-                "n_tokens": pa.array(state.domain_tokens.numpy()[seen], pa.uint64()),
-            },
-        )
-        top_places, top_token_rows = [], []  # written after the loop, in their own orders
-        active_count = state.active_count  # derived from the histogram: summed once, not per use
-        for group in range(n_groups):
+        conn.execute(f"CREATE TEMP TABLE {STAGED_EXPERT_TOKENS} AS FROM {schema.EXPERT_TOKENS.name} LIMIT 0")
+        _write_meta(conn, meta)
+        _write_vocab(conn, contents.vocab)
+        _write_domains(conn, state)
+        active_count = state.active_count  # derived from the histogram: summed once, not per group
+        for group in range(meta.num_groups):
+            bar.set_postfix_str(f"group {group + 1}")
             slots = slice(group * experts_per_group, (group + 1) * experts_per_group)
             top = _bank_rows(state.top, slots, reorder_by_weight=False)
             sample = _bank_rows(state.sample, slots, reorder_by_weight=True)
             for rows in (top, sample):
                 tokens.mark_windows(rows["address"], context)
-            active = (active_count[slots] > 0).nonzero().squeeze(1).cpu().numpy()
-            slot = active + group * experts_per_group
+            slot = (active_count[slots] > 0).nonzero().squeeze(1).cpu().numpy() + group * experts_per_group
             top_tokens = _top_tokens(top, sample, tokens)
-            labels = _labels(top, top_tokens, tokens, contents.vocab).reindex(slot).fillna("")
-            expert = slot % experts_per_group
+            labels = _labels(top, top_tokens, tokens, contents.vocab)
+            slot_labels = [labels.get(s, "") for s in slot]
             if embed and len(slot):
-                from explorer.index.embedding import embed_texts
-
-                texts = _context_texts(top, tokens, contents.vocab, context).reindex(slot).fillna("")
-                vectors = embed_texts([f"{label} | {text}" for label, text in zip(labels, texts, strict=True)])
-                _insert(
-                    conn,
-                    schema.EXPERT_EMBEDDINGS,
-                    {
-                        "grp": pa.array(np.full(len(slot), group), pa.uint8()),
-                        "expert": pa.array(expert, pa.uint32()),
-                        "embedding": pa.FixedSizeListArray.from_arrays(
-                            pa.array(vectors.reshape(-1)), schema.EMBEDDING_DIM
-                        ),
-                    },
-                )
-            _insert(
-                conn,
-                schema.EXPERTS,
-                {
-                    "grp": pa.array(np.full(len(slot), group), pa.uint8()),
-                    "expert": pa.array(expert, pa.uint32()),
-                    "i": pa.array(expert // E, pa.uint16()),
-                    "j": pa.array(expert % E, pa.uint16()),
-                    "active_count": pa.array(active_count[slot].cpu().numpy(), pa.uint64()),
-                    "weight_sum": pa.array(state.weight_sum[slot].cpu().numpy(), pa.float64()),
-                    "weight_max": pa.array(state.weight_max[slot].cpu().numpy(), pa.float32()),
-                    "histogram": _list_array(state.histogram[slot].cpu().numpy(), pa.uint32()),
-                    "label": pa.array(labels.to_numpy(), pa.string()),
-                },
-            )
-            domain_sums = state.domain_weight_sum[slots].cpu().numpy()
-            d_slot, d_column = domain_sums.nonzero()
-            _insert(
-                conn,
-                schema.EXPERT_DOMAINS,
-                {
-                    "grp": pa.array(np.full(len(d_slot), group), pa.uint8()),
-                    "expert": pa.array(d_slot, pa.uint32()),
-                    "domain": pa.array(
-                        np.array(state.domains, dtype=object)[d_column] if len(d_slot) else [], pa.string()
-                    ),
-                    "weight_sum": pa.array(domain_sums[d_slot, d_column], pa.float64()),
-                },
-            )
+                texts = _context_texts(top, tokens, contents.vocab, context)
+                embedded = [f"{label} | {texts.get(s, '')}" for s, label in zip(slot, slot_labels, strict=True)]
+                _write_expert_embeddings(conn, group, slot % experts_per_group, embedded)
+            _write_experts(conn, state, group, slot, slot_labels, E)
+            _write_expert_domains(conn, state, group, slots)
             for kind, rows in (("top", top), ("sample", sample)):
-                doc, position = rows["address"] >> ADDRESS_SHIFT, rows["address"] & ((1 << ADDRESS_SHIFT) - 1)
-                n = len(doc)
-                _insert(
-                    conn,
-                    schema.EXAMPLES,
-                    {
-                        "grp": pa.array(np.full(n, group), pa.uint8()),
-                        "expert": pa.array(rows["slot"] % experts_per_group, pa.uint32()),
-                        "kind": pa.array(np.full(n, kind), pa.string()),
-                        "rank": pa.array(rows["rank"], pa.uint16()),
-                        "doc": pa.array(doc, pa.uint32()),
-                        "position": pa.array(position, pa.uint32()),
-                        "weight": pa.array(rows["weight"], pa.float32()),
-                        "window_hash": pa.array(rows["key"], pa.int64()) if kind == "top" else pa.nulls(n, pa.int64()),
-                        "window_max": pa.array(rows["window_max"], pa.float32()),
-                        "window_weights": _list_array(rows["window"], pa.uint8()),
-                    },
-                )
-            top_places.append({name: top[name] for name in ("address", "slot", "rank", "weight")})
-            top_token_rows.append(top_tokens[["token_id", "slot", "count", "mean_weight"]])
-            if progress is not None:
-                progress(group + 1, n_groups)
-        places = {name: np.concatenate([part[name] for part in top_places]) for name in top_places[0]}
-        del top_places
-        _write_examples_by_location(conn, places, experts_per_group)
-        _write_expert_tokens(conn, pd.concat(top_token_rows, ignore_index=True), experts_per_group)
-        del top_token_rows
-        keep = tokens.needed
-        _write_doc_text(conn, tokens.doc[keep], tokens.position[keep], tokens.token_id[keep], places, contents.vocab)
-        _insert(
-            conn,
-            schema.TOKENS,
-            {
-                "doc": pa.array(tokens.doc[keep], pa.uint32()),
-                "position": pa.array(tokens.position[keep], pa.uint32()),
-                "token_id": pa.array(tokens.token_id[keep], pa.uint32()),
-            },
-        )
-        needed_docs = np.unique(tokens.doc[keep])
-        documents = contents.documents[contents.documents["doc"].isin(needed_docs)].sort_values("doc")
-        _insert(
-            conn,
-            schema.DOCUMENTS,
-            {
-                "doc": pa.array(documents["doc"].to_numpy(), pa.uint32()),
-                "source_id": pa.array(documents["source_id"].to_numpy(), pa.string()),
-                "domain": pa.array(documents["domain"].to_numpy(), pa.string()),
-                "n_tokens": pa.array(documents["n_tokens"].to_numpy(), pa.uint32()),
-            },
-        )
+                _write_examples(conn, group, kind, rows, experts_per_group)
+            _stage_expert_tokens(conn, group, top_tokens, experts_per_group)
+            bar.update()
+        for table, write in derived:
+            bar.set_postfix_str(table)
+            write(conn)
+            bar.update()
         conn.execute("CHECKPOINT")
     finally:
         conn.close()
+        bar.close()
     os.replace(tmp, path)
     return path
+
+
+# -- reading a file back -----------------------------------------------------------------------------------
+def _matrix(column: pl.Series, width: int) -> np.ndarray:
+    """A list column whose lists all hold `width` values, as an [n, width] array."""
+    return column.list.to_array(width).to_numpy()
 
 
 def read_index_state(
@@ -407,25 +444,20 @@ def read_index_state(
 
     with ExpertIndex(path, versions) as index, index.cursor() as conn:
         meta = index.meta()
-        experts_per_group = meta.experts_per_group
-        state = ExpertState(
-            meta.num_groups * experts_per_group,
-            meta.top_k,
-            meta.samples,
-            2 * meta.context + 1,
-            torch.tensor(meta.histogram_edges, dtype=torch.float64),
-            device=device,
-        )
+        experts_per_group, window = meta.experts_per_group, 2 * meta.context + 1
+        edges = torch.tensor(meta.histogram_edges, dtype=torch.float64)
+        state = ExpertState(meta.num_groups * experts_per_group, meta.top_k, meta.samples, window, edges, device=device)
         state.tokens_processed = meta.tokens_processed
         for domain, n_tokens in conn.execute("SELECT domain, n_tokens FROM domains ORDER BY domain").fetchall():
-            column = state.domain_index(domain)
+            column = state.domain_index(domain)  # first: it grows state.domain_tokens
             state.domain_tokens[column] = n_tokens
-        experts = conn.execute("SELECT grp, expert, weight_sum, weight_max, histogram FROM experts").df()
-        slot = torch.from_numpy(experts["grp"].to_numpy(np.int64) * experts_per_group + experts["expert"].to_numpy())
-        state.weight_sum[slot] = torch.tensor(experts["weight_sum"].to_numpy(np.float64))
-        state.weight_max[slot] = torch.tensor(experts["weight_max"].to_numpy(np.float32))
+        experts = conn.execute("SELECT grp, expert, weight_sum, weight_max, histogram FROM experts").pl()
         if len(experts):
-            state.histogram[slot] = torch.from_numpy(np.stack(experts["histogram"].to_numpy()).astype(np.int32))
+            slot = torch.from_numpy(_slots(experts, experts_per_group))
+            state.weight_sum[slot] = torch.from_numpy(experts["weight_sum"].to_numpy().astype(np.float64))
+            state.weight_max[slot] = torch.from_numpy(experts["weight_max"].to_numpy().astype(np.float32))
+            histogram = _matrix(experts["histogram"], edges.numel() - 1)
+            state.histogram[slot] = torch.from_numpy(histogram.astype(np.int32))
         for domain, group, expert, weight_sum in conn.execute(
             "SELECT domain, grp, expert, weight_sum FROM expert_domains"
         ).fetchall():
@@ -435,31 +467,40 @@ def read_index_state(
                 "SELECT grp, expert, rank, doc, position, weight, window_hash, window_max, window_weights"
                 " FROM examples WHERE kind = ? ORDER BY grp, expert, rank",
                 [kind],
-            ).df()
-            if not len(rows):
-                continue
-            row_slot = torch.from_numpy(rows["grp"].to_numpy(np.int64) * experts_per_group + rows["expert"].to_numpy())
-            address = torch.from_numpy((rows["doc"].to_numpy(np.int64) << ADDRESS_SHIFT) | rows["position"].to_numpy())
-            key = (
-                torch.tensor(rows["window_hash"].to_numpy(np.int64))
-                if kind == "top"
-                else sample_priority(address, row_slot)
-            )
-            if kind == "sample":  # the bank keeps samples in priority order
-                order = torch.from_numpy(np.lexsort((address.numpy(), key.numpy(), row_slot.numpy())))
-                row_slot, address, key, rows = row_slot[order], address[order], key[order], rows.iloc[order.numpy()]
-            column = torch.arange(len(rows)) - torch.searchsorted(row_slot, row_slot)
-            bank.weight[row_slot, column] = torch.tensor(rows["weight"].to_numpy(np.float32))
-            bank.address[row_slot, column] = address
-            bank.key[row_slot, column] = key
-            bank.window_max[row_slot, column] = torch.tensor(rows["window_max"].to_numpy(np.float32))
-            window = np.stack(rows["window_weights"].to_numpy()).astype(np.uint8)
-            bank.window[row_slot, column] = torch.from_numpy(window)
-            bank.refresh_bar()
+            ).pl()
+            if len(rows):
+                _fill_bank(bank, kind, rows, experts_per_group, window)
         contents = IndexContents(
             meta=meta,
-            documents=conn.execute("SELECT doc, source_id, domain, n_tokens FROM documents").df(),
-            tokens=conn.execute("SELECT doc, position, token_id FROM tokens").df(),
+            documents=conn.execute("SELECT doc, source_id, domain, n_tokens FROM documents")
+            .pl()
+            .cast(DOCUMENT_COLUMNS),
+            tokens=conn.execute("SELECT doc, position, token_id FROM tokens").pl().cast(TOKEN_COLUMNS),
             vocab=[text for (text,) in conn.execute("SELECT text FROM vocab ORDER BY token_id").fetchall()],
         )
     return state, contents
+
+
+def _slots(rows: pl.DataFrame, experts_per_group: int) -> np.ndarray:
+    return rows["grp"].to_numpy().astype(np.int64) * experts_per_group + rows["expert"].to_numpy()
+
+
+def _fill_bank(bank, kind: str, rows: pl.DataFrame, experts_per_group: int, window: int) -> None:
+    """Put one kind's examples (ordered by slot, rank) back into their bank, in the bank's own order."""
+    slot = _slots(rows, experts_per_group)
+    address = make_address(rows["doc"].to_numpy(), rows["position"].to_numpy())
+    if kind == "top":
+        key = rows["window_hash"].to_numpy().astype(np.int64)
+        order = np.arange(len(rows))
+    else:  # the bank keeps samples in priority order
+        key = sample_priority(torch.from_numpy(address), torch.from_numpy(slot)).numpy()
+        order = np.lexsort((address, key, slot))
+    slot, address, key = slot[order], address[order], key[order]
+    column = np.arange(len(slot)) - np.searchsorted(slot, slot)
+    index = (torch.from_numpy(slot), torch.from_numpy(column))
+    bank.weight[index] = torch.from_numpy(rows["weight"].to_numpy().astype(np.float32)[order])
+    bank.address[index] = torch.from_numpy(address)
+    bank.key[index] = torch.from_numpy(key)
+    bank.window_max[index] = torch.from_numpy(rows["window_max"].to_numpy().astype(np.float32)[order])
+    bank.window[index] = torch.from_numpy(_matrix(rows["window_weights"], window).astype(np.uint8)[order])
+    bank.refresh_bar()
