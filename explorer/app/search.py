@@ -14,7 +14,7 @@ from explorer.app.tokens import RequestRejected
 from explorer.index.reader import ExpertIndex, IndexUnavailable
 from explorer.index.semantic import search_semantic
 from explorer.index.text_search import search_text
-from explorer.model.naming import ExpertRef, ModelShape, group_number, parse_expert_ref
+from explorer.model.naming import ExpertRef, ModelShape, group_name, parse_expert_ref
 
 MAX_QUERY_CHARS = 200
 MAX_RESULTS = 100
@@ -69,7 +69,7 @@ def expert_ref(spec: str, shape: ModelShape) -> ExpertRef:
 
 def check_group(group: int, shape: ModelShape | None) -> None:
     if shape is None or not 0 <= group < shape.num_groups:
-        raise RequestRejected(f"Group G{group_number(group)} is outside the model.")
+        raise RequestRejected(f"Group {group_name(group)} is outside the model.")
 
 
 def _id_query(query: str, group: int | None, shape: ModelShape) -> list[ExpertRef] | None:
