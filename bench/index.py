@@ -28,7 +28,7 @@ from precompute.indexing.job import Cursor, IndexJob, retain_freed_memory
 from precompute.indexing.options import IndexOptions
 from precompute.indexing.topk import ExpertState, make_address
 
-CONFORMANCE_VD = REPO_DIR.parent / "shared" / "conformance" / "monet-vd-tiny" / "checkpoint"
+CONFORMANCE_VD = REPO_DIR / "tests" / "fixtures" / "conformance" / "monet-vd-tiny" / "checkpoint"
 SCALED_VD = dict(
     hidden_size=512,
     num_hidden_layers=8,

@@ -172,7 +172,7 @@ def default_small_model():
     embedded = REPO_DIR / "assets" / "monet-embedded"
     if (embedded / "config.json").exists():
         return embedded
-    return REPO_DIR.parent / "shared" / "conformance" / "monet-vd-tiny" / "checkpoint"
+    return REPO_DIR / "tests" / "fixtures" / "conformance" / "monet-vd-tiny" / "checkpoint"
 
 
 def main():
