@@ -100,6 +100,8 @@ def synthetic_contents(state, groups, experts_per_side, top_k, samples, context,
         dtype="bfloat16",
     )
     vocab = [f"tok{t}" for t in range(vocab_size)]
+    # the corpus is these tokens: their counts are the labels' background
+    state.token_counts = torch.from_numpy(np.bincount(tokens["token_id"].to_numpy(), minlength=vocab_size))
     return IndexContents(meta, documents, tokens, vocab)
 
 

@@ -141,7 +141,9 @@ class ExpertIndex:
             raise IndexUnavailable(
                 f"{self.path} has index schema version {version}, this code reads version {schema.SCHEMA_VERSION}; "
                 + (
-                    f"upgrade it without rerunning the model: `python -m precompute upgrade {self.path} --out NEW`."
+                    f"upgrade it without rerunning the model: `python -m precompute upgrade {self.path} --out NEW`"
+                    " (it recounts the tokens of the corpus the index was built from; without that corpus,"
+                    f" rebuild it: {hint})."
                     if version in schema.STATE_READABLE_VERSIONS
                     else f"rebuild it: {hint}."
                 )

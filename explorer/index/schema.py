@@ -12,16 +12,21 @@ min_weight anywhere) have no rows. Weights below `min_weight` are treated as 0 e
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, get_args, get_type_hints
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Rows per row group (DuckDB's default is 122,880). Lookups read whole row groups of the columns they touch, so
 # an expert page or a text search reads about 15x less with small ones; the file grows by a few percent.
 ROW_GROUP_SIZE = 8_192
 # Versions whose accumulated state (experts, expert_domains, examples, documents, tokens, vocab, domains, meta)
-# this code reads unchanged: `python -m precompute upgrade` rewrites such a file in the current version.
-STATE_READABLE_VERSIONS = (1, 2)
+# this code reads: `python -m precompute upgrade` rewrites such a file in the current version. Versions 1 and 2
+# lack vocab.corpus_count, which the upgrade recounts from the corpus the index was built from (no model run).
+STATE_READABLE_VERSIONS = (1, 2, 3)
+COUNTED_TOKENS_VERSION = 3  # the first version whose vocab holds corpus_count
+# meta.tie_break: how top contexts of equal weight were chosen
+PLACE_KEY_TIES = "place key"
+CORPUS_ORDER_TIES = "corpus order"
 DOC_TEXT_GAP = "\x00"  # in doc_text, between runs of stored tokens that are not adjacent in the document
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2
 
@@ -80,6 +85,12 @@ class IndexMeta:
     tokens_processed: int = _fact("tokens the model ran on (densities and means divide by this)")
     seq_len: int = _fact("tokens per forward window; documents longer than this are cut into windows")
     top_k: int = _fact("top contexts kept per expert (K)")
+    tie_break: str = _fact(
+        f"which of the contexts of equal weight are kept as top contexts: '{PLACE_KEY_TIES}' (a uniform sample of"
+        f" the equals, by a hash of their place) or '{CORPUS_ORDER_TIES}' (the first ones in the corpus: files"
+        " first written before schema 3, whose other equals are gone)",
+        default=CORPUS_ORDER_TIES,
+    )
     samples: int = _fact("uniformly sampled activations kept per expert (for quantile examples)")
     context: int = _fact("tokens kept on each side of an example's position")
     min_weight: float = _fact("an expert is active at a token when its weight >= this (density threshold)")
@@ -104,14 +115,15 @@ def meta_rows(meta: IndexMeta) -> list[tuple[str, str]]:
 
 
 def read_meta(rows: Iterable[tuple[str, str]]) -> IndexMeta:
-    """IndexMeta from the `meta` table's (key, JSON value) rows; keys it does not know are ignored.
+    """IndexMeta from the `meta` table's (key, JSON value) rows; keys it does not know are ignored, keys with a
+    default that the file lacks (added after it was written) take that default, which says what older files did.
 
-    Raises ValueError naming the missing keys of a file that lacks some."""
+    Raises ValueError naming the missing keys of a file that lacks some without a default."""
     values = {key: json.loads(value) for key, value in rows}
-    missing = [spec.name for spec in fields(IndexMeta) if spec.name not in values]
+    missing = [spec.name for spec in fields(IndexMeta) if spec.name not in values and spec.default is MISSING]
     if missing:
         raise ValueError(f"meta lacks {', '.join(missing)}")
-    return IndexMeta(**{spec.name: values[spec.name] for spec in fields(IndexMeta)})
+    return IndexMeta(**{spec.name: values[spec.name] for spec in fields(IndexMeta) if spec.name in values})
 
 
 def meta_keys_markdown() -> list[str]:
@@ -149,10 +161,16 @@ TOKENS = Table(
 
 VOCAB = Table(
     "vocab",
-    "Display text of every token id (the tokenizer's decode of that one id).",
+    "Display text of every token id (the tokenizer's decode of that one id), and how often the corpus holds it.",
     (
         Column("token_id", "UINTEGER PRIMARY KEY", "token id"),
         Column("text", "VARCHAR", "decoded text of the token alone"),
+        Column(
+            "corpus_count",
+            "UBIGINT",
+            "times the model ran on this token (every token of every processed window; the counts sum to"
+            " meta.tokens_processed): the background labels measure an expert's tokens against",
+        ),
     ),
     order_by=("token_id",),
 )
@@ -178,7 +196,13 @@ EXPERTS = Table(
         Column("weight_sum", "DOUBLE", "sum of the expert's weights >= min_weight over all tokens"),
         Column("weight_max", "REAL", "largest weight seen"),
         Column("histogram", "UINTEGER[]", "counts of active weights in the log bins of meta.histogram_edges"),
-        Column("label", "VARCHAR", "automatic label: most frequent tokens / bigram at its top contexts"),
+        Column(
+            "label",
+            "VARCHAR",
+            "automatic label (explorer.index.labels): 'domain: ' when the domain rule calls the expert specialised,"
+            " then the highlighted tokens that most distinguish its examples from the corpus, joined by ' · ';"
+            " whitespace and control characters drawn as visible symbols",
+        ),
     ),
     order_by=("grp", "expert"),
 )
@@ -218,7 +242,12 @@ EXAMPLES = Table(
         Column("grp", "UTINYINT", "routing group, 0-based"),
         Column("expert", "UINTEGER", "flat id"),
         Column("kind", "VARCHAR", "'top' or 'sample'"),
-        Column("rank", "USMALLINT", "0-based rank by weight within (grp, expert, kind)"),
+        Column(
+            "rank",
+            "USMALLINT",
+            "0-based rank by weight within (grp, expert, kind); top contexts of equal weight: each document's"
+            " first before any document's second, then by a hash of the place",
+        ),
         Column("doc", "UINTEGER", "documents.doc"),
         Column("position", "UINTEGER", "position of the highlighted token"),
         Column("weight", "REAL", "the expert's weight at (doc, position)"),

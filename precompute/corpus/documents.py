@@ -124,4 +124,13 @@ def _checked_records(path: Path) -> Iterator[tuple[dict, str]]:
 
 
 def describe_corpus(source: str | Path, split: str | None) -> str:
+    """How an index's meta names its corpus: the source, and the split when one was chosen."""
     return f"{source}" + (f" (split {split})" if split else "")
+
+
+def parse_corpus_description(description: str) -> tuple[str, str | None]:
+    """(source, split) back from describe_corpus's text."""
+    source, marker, split = description.rpartition(" (split ")
+    if marker and split.endswith(")"):
+        return source, split[:-1]
+    return description, None

@@ -32,7 +32,7 @@ from explorer.index import schema
 from explorer.model.device import load_model, pick_device, pick_dtype
 from explorer.model.naming import ModelShape
 from explorer.model.sparse import sparse_expert_weights
-from precompute.corpus.documents import CorpusError, Document, describe_corpus, read_documents
+from precompute.corpus.documents import CorpusError, Document, describe_corpus
 from precompute.indexing.candidates import BatchCandidates, window_hashes
 from precompute.indexing.options import (
     IndexJobError,
@@ -41,11 +41,16 @@ from precompute.indexing.options import (
     load_tokenizer,
     parse_shard,
     refuse_to_overwrite,
+    shard_documents,
+    tokenize,
 )
 from precompute.indexing.topk import EMPTY_ADDRESS, ExpertState, make_address, split_address
 from precompute.indexing.writer import DOCUMENT_COLUMNS, TOKEN_COLUMNS, IndexContents, write_index
 
 HISTOGRAM_BINS = 16
+# Bumped when a checkpoint of an older job cannot be resumed exactly: 2 = top contexts tie-broken by place key,
+# per-token counts kept.
+CHECKPOINT_FORMAT = 2
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -104,13 +109,10 @@ class IndexJob:
 
     # -- corpus -> chunks -> batches -----------------------------------------------------------------
     def _documents(self) -> Iterator[Document]:
-        k, n = self.shard
-        for document in read_documents(self.options.corpus, self.options.split):
-            if document.index % n == k:
-                yield document
+        return shard_documents(self.options.corpus, self.options.split, self.shard)
 
     def _tokenize(self, document: Document) -> list[int]:
-        return self.tokenizer(document.text, verbose=False)["input_ids"]
+        return tokenize(self.tokenizer, document.text)
 
     def _chunks(self, state: ExpertState, cursor: Cursor) -> Iterator[Chunk]:
         """Forward windows from the cursor on; registers each document's domain with the state."""
@@ -185,6 +187,7 @@ class IndexJob:
         for chunk in batch:
             if chunk.domain >= 0:
                 state.domain_tokens[chunk.domain] += len(chunk.token_ids)
+        state.count_tokens(torch.cat([torch.tensor(chunk.token_ids, dtype=torch.long) for chunk in batch]))
         state.tokens_processed += int(lengths.sum())
 
     # -- checkpoints ----------------------------------------------------------------------------------
@@ -193,6 +196,7 @@ class IndexJob:
         tmp = path.with_name(path.name + ".tmp")
         torch.save(
             {
+                "format": CHECKPOINT_FORMAT,
                 "config_hash": self.config_hash,
                 "identity": self.identity,
                 "shard": self.options.shard,
@@ -226,6 +230,11 @@ class IndexJob:
             saved = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as error:
             raise IndexJobError(f"Checkpoint {path} cannot be read ({error}): delete it to start over.") from None
+        if saved.get("format") != CHECKPOINT_FORMAT:
+            raise IndexJobError(
+                f"Checkpoint {path} was written by an older index job, which ordered tied top contexts differently"
+                " and counted no tokens: it cannot be resumed exactly. Delete it to start over."
+            )
         if saved["config_hash"] != self.config_hash or saved["shard"] != self.options.shard:
             differ = sorted(k for k in self.identity if saved["identity"].get(k) != self.identity[k])
             if saved["shard"] != self.options.shard:
@@ -313,6 +322,7 @@ class IndexJob:
             tokens_processed=state.tokens_processed,
             seq_len=self.options.seq_len,
             top_k=self.options.top_k,
+            tie_break=schema.PLACE_KEY_TIES,
             samples=self.options.samples,
             context=self.options.context,
             min_weight=self.options.min_weight,

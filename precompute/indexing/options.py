@@ -1,4 +1,5 @@
-"""What an index job is asked to do, and the checks that it can: options, shards, the model's fingerprint.
+"""What an index job is asked to do, and the checks that it can: options, shards and their documents, the tokenizer,
+the model's fingerprint.
 
 `IndexOptions` is the command line of `python -m precompute index` (precompute.cli builds the arguments
 from its fields and their help). The fingerprint identifies a model for resuming and merging.
@@ -6,11 +7,13 @@ from its fields and their help). The fingerprint identifies a model for resuming
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.paths import EMBEDDED_CORPUS, EMBEDDED_INDEX_PATH, EMBEDDED_MODEL_DIR
 from precompute.cli import CommandError, option
+from precompute.corpus.documents import Document, read_documents
 
 # Config entries that do not change what the model computes: left out of its fingerprint.
 UNFINGERPRINTED_CONFIG = (
@@ -74,6 +77,19 @@ def parse_shard(text: str) -> tuple[int, int]:
 def refuse_to_overwrite(out: Path, force: bool) -> None:
     if out.exists() and not force:
         raise IndexJobError(f"{out} already exists: pass --force to overwrite it, or choose another --out.")
+
+
+def shard_documents(corpus: str, split: str | None, shard: tuple[int, int]) -> Iterator[Document]:
+    """The corpus' documents that shard k/n indexes: those whose index % n == k, in corpus order."""
+    k, n = shard
+    for document in read_documents(corpus, split):
+        if document.index % n == k:
+            yield document
+
+
+def tokenize(tokenizer, text: str) -> list[int]:
+    """A document's token ids, as the index job runs them (its own <s> / </s> included when the tokenizer adds them)."""
+    return tokenizer(text, verbose=False)["input_ids"]
 
 
 def load_tokenizer(source: str):

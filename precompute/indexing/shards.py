@@ -5,18 +5,32 @@
 
 Both read each file's accumulated state back (precompute.indexing.writer.read_index_state) and write
 it again, so the result is exactly what one run (over all shards, in the current schema) writes.
+Two things an older file cannot give back: the per-token corpus counts (schema 3), which the upgrade
+recounts from the corpus the file was built from (tokenizer only, no model run), and the top contexts'
+other equals: an older file kept the first contexts of equal weight in corpus order, and so does its
+upgrade (meta.tie_break says which rule a file's ties followed; only files of one rule merge).
 """
 
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import torch
 
 from explorer.index import schema
 from explorer.index.reader import IndexUnavailable
 from precompute.cli import option, required_option
-from precompute.indexing.options import IndexJobError, refuse_to_overwrite
+from precompute.corpus.documents import CorpusError, parse_corpus_description
+from precompute.indexing.options import (
+    IndexJobError,
+    load_tokenizer,
+    parse_shard,
+    refuse_to_overwrite,
+    shard_documents,
+    tokenize,
+)
 from precompute.indexing.writer import IndexContents, read_index_state, write_index
 
 
@@ -37,6 +51,10 @@ class UpgradeOptions:
 
     index: str = required_option("an index file of an older schema version", positional=True)
     out: str = required_option("the index file to write, in the current schema")
+    corpus: str | None = option(
+        None, "the corpus the index was built from, to recount its tokens (default: the one its meta names)"
+    )
+    tokenizer: str | None = option(None, "tokenizer folder or hub id of that run (default: the model its meta names)")
     force: bool = option(False, "overwrite an existing --out file")
     quiet: bool = option(False, "no progress bar")
 
@@ -49,7 +67,14 @@ def run_merge(options: MergeOptions) -> None:
 
 
 def run_upgrade(options: UpgradeOptions) -> None:
-    path = upgrade_index(options.index, options.out, force=options.force, show_progress=not options.quiet)
+    path = upgrade_index(
+        options.index,
+        options.out,
+        force=options.force,
+        show_progress=not options.quiet,
+        corpus=options.corpus,
+        tokenizer=options.tokenizer,
+    )
     print(f"wrote {path}")
 
 
@@ -65,7 +90,7 @@ def merge_indexes(
     documents, tokens, meta = [contents.documents], [contents.tokens], contents.meta
     for path in paths[1:]:
         other_state, other = read_index_state(path)
-        for key in ("config_hash", "corpus", "schema_version"):
+        for key in ("config_hash", "corpus", "schema_version", "tie_break"):
             if getattr(other.meta, key) != getattr(meta, key):
                 raise IndexJobError(f"{path} differs from {paths[0]} in {key}: only shards of one job can be merged.")
         overlap = set(other.meta.shards) & set(meta.shards)
@@ -84,16 +109,68 @@ def merge_indexes(
     return write_index(out, state, merged, embed=embed, show_progress=show_progress)
 
 
-def upgrade_index(path: str | Path, out: str | Path, force: bool = False, show_progress: bool = False) -> Path:
+def upgrade_index(
+    path: str | Path,
+    out: str | Path,
+    force: bool = False,
+    show_progress: bool = False,
+    corpus: str | None = None,
+    tokenizer: str | None = None,
+) -> Path:
     """Rewrite an index of an older schema version in the current one, from the state it holds: no model run.
 
     Everything the job accumulated is read back unchanged; the lookup tables of the current schema are
-    derived anew, as are the labels (and embeddings, when the old file had them)."""
+    derived anew, as are the labels (and embeddings, when the old file had them). A file older than schema 3
+    lacks the corpus' token counts: they are recounted from `corpus` with `tokenizer` (default: the corpus and
+    model its meta names), and the upgrade stops, saying how to rebuild, when that cannot give the same tokens."""
     out = Path(out)
     refuse_to_overwrite(out, force)
     try:
         state, contents = read_index_state(path, versions=schema.STATE_READABLE_VERSIONS)
     except IndexUnavailable as error:
         raise IndexJobError(f"Cannot upgrade {path}: {error}") from None
+    if contents.meta.schema_version < schema.COUNTED_TOKENS_VERSION:
+        state.token_counts = recount_tokens(path, contents.meta, corpus, tokenizer)
     embed = contents.meta.embedding_model is not None
     return write_index(out, state, contents, embed=embed, show_progress=show_progress)
+
+
+def recount_tokens(path, meta: schema.IndexMeta, corpus: str | None, tokenizer: str | None) -> torch.Tensor:
+    """Per token id, how often the job that wrote `path` ran the model on it, counted again from its corpus.
+
+    A single shard ran on the first meta.tokens_processed tokens of its documents (--max-tokens cuts there);
+    merged shards are counted whole, and must add up to what the file says it processed."""
+    source, split = parse_corpus_description(meta.corpus)
+    source, tokenizer = corpus or source, tokenizer or meta.model
+    rerun = f"python -m precompute index --model {meta.model} --corpus {source}"
+    rerun += f" --split {split}" if split else ""
+    rebuild = (
+        "Pass --corpus (and --tokenizer) of the run that built it, or rebuild the index with the current code: "
+        + (f"{rerun} --shard {meta.shards[0]} --out NEW" if len(meta.shards) == 1 else f"{rerun} --shard k/n per shard")
+        + " (see README, 'Expert index')."
+    )
+    needs = (
+        f"Cannot upgrade {path}: schema {schema.SCHEMA_VERSION} stores how often each token occurs in the indexed"
+        f" corpus, which a schema-{meta.schema_version} file lacks; the upgrade recounts it from that corpus"
+    )
+    loaded = load_tokenizer(tokenizer)
+    counts = np.zeros(len(loaded), dtype=np.int64)
+    budget = meta.tokens_processed if len(meta.shards) == 1 else None
+    counted = 0
+    try:
+        for shard in meta.shards:
+            for document in shard_documents(source, split, parse_shard(shard)):
+                ids = tokenize(loaded, document.text)[: None if budget is None else budget - counted]
+                counts += np.bincount(ids, minlength=len(counts))[: len(counts)]
+                counted += len(ids)
+                if counted == budget:
+                    break
+    except CorpusError as error:
+        raise IndexJobError(f"{needs}, which cannot be read ({error}). {rebuild}") from None
+    if counted != meta.tokens_processed:
+        raise IndexJobError(
+            f"{needs}, but {source} gives {counted} tokens for shard(s) {', '.join(meta.shards)} where the index"
+            f" processed {meta.tokens_processed} (another corpus or tokenizer, or shards cut by --max-tokens)."
+            f" {rebuild}"
+        )
+    return torch.from_numpy(counts)

@@ -6,14 +6,18 @@ arrives as flat sparse activations (slot, weight, address); there is no Python l
 
 - statistics: index_add_ / scatter_reduce_ into sum, max, histogram [slots, bins] and per-domain
   sums [slots, domains]; the activation count is the histogram's row sum (every activation falls in
-  exactly one bin), so it costs no pass of its own;
+  exactly one bin), so it costs no pass of its own; a per-vocabulary count of every token processed
+  (the background the labels measure an expert's tokens against);
 - top-K contexts (`ExampleBank` ranked by weight): a candidate can only enter where its weight
   reaches the slot's current K-th weight (the "bar", one small tensor), so after warm-up almost
   every activation is dropped by one gather + compare. Survivors are reduced among themselves by a
   few stable sorts, then merged row-wise with their slots' rows: deduplicate by window hash (same
-  window text = same context, the heavier one stays), order by (weight desc, address asc), keep
-  the first K. The result is exactly the top-K of the deduplicated stream, independent of batch
-  boundaries, resume points and shard splits;
+  window text = same context, the heavier one stays), order by (weight desc, place key asc), keep
+  the first K. The place key (`place_key`) is a pseudo-random bijection of (doc, position), so
+  contexts of equal weight are a uniform sample of all the equals, not the first ones in corpus
+  order (a saturated expert has hundreds of contexts at weight 1). The order is a pure function of
+  each candidate, so the result is exactly the top-K of the deduplicated stream, independent of
+  batch boundaries, resume points and shard splits;
 - a uniform sample per expert (`ExampleBank` ranked by priority): bottom-k by a hash of
   (doc, position, slot), which is exactly mergeable; quantile examples are drawn from it.
 
@@ -72,6 +76,24 @@ def sample_priority(address: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
     return (halves[0] << 31) | halves[1]
 
 
+def _place_round(x, multiplier: int):
+    """One Feistel round function on [0, 2**31 - 1): nonlinear (a square), every product below 2**62."""
+    return ((x * x) % _PRIME * multiplier + 91_138_233) % _PRIME
+
+
+def place_key(address):
+    """62-bit pseudo-random key of each place (doc, position), the tie-break of equal weights in the top-K.
+
+    Three Feistel rounds over (doc, position) mod 2**31 - 1: a bijection there, so two places never share a
+    key (for doc and position below 2**31 - 1) and the key alone orders ties totally. Torch tensors or numpy."""
+    doc, position = split_address(address)
+    left, right = doc % _PRIME, position % _PRIME
+    right = (right + _place_round(left, _MULTIPLIERS[0])) % _PRIME
+    left = (left + _place_round(right, _MULTIPLIERS[1])) % _PRIME
+    right = (right + _place_round(left, _MULTIPLIERS[2])) % _PRIME
+    return (left << 31) | right
+
+
 def quantise_window(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[n, W] float weights -> (uint8 [n, W] as round(255 * w / max), max [n] float32)."""
     window_max = weights.float().amax(dim=1)
@@ -99,8 +121,8 @@ WindowsOf = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 class ExampleBank:
     """Per slot, `capacity` examples (weight, address, key, window weights) in rank order.
 
-    by_weight=True: rank by (weight desc, address asc), `key` is the window hash, duplicates of a
-    key keep only their best entry. by_weight=False: rank by (key asc, address asc) with `key` the
+    by_weight=True: rank by (weight desc, place_key(address) asc), `key` is the window hash, duplicates
+    of a key keep only their best entry. by_weight=False: rank by (key asc, address asc) with `key` the
     sample priority (a bottom-k sample).
     """
 
@@ -143,11 +165,12 @@ class ExampleBank:
     def _best_per_slot(self, slot, weight, address, key) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices, rank): the candidates that can matter, at most `capacity` per slot, in rank order."""
         if self.by_weight:  # among the candidates, one per window text: the best
-            order = _lexsort(slot, key, -weight, address)
+            tie = place_key(address)
+            order = _lexsort(slot, key, -weight, tie)
             first = torch.ones_like(order, dtype=torch.bool)
             first[1:] = (slot[order][1:] != slot[order][:-1]) | (key[order][1:] != key[order][:-1])
             kept = order[first]
-            order = kept[_lexsort(slot[kept], -weight[kept], address[kept])]
+            order = kept[_lexsort(slot[kept], -weight[kept], tie[kept])]
         else:
             order = _lexsort(slot, key, address)
         rank = _rank_in_segment(slot[order])
@@ -175,18 +198,18 @@ class ExampleBank:
         joined = {name: torch.cat([old[name], new[name]], dim=1) for name in ("weight", "address", "key")}
         valid = joined["address"] != EMPTY_ADDRESS
         if self.by_weight:  # a window already in the row: of the two entries, the better one stays
+            tie = place_key(joined["address"])
+            new_tie, old_tie = tie[:, C:, None], tie[:, None, :C]
             same = new["key"][:, :, None] == old["key"][:, None, :]
             same &= (new["address"] != EMPTY_ADDRESS)[:, :, None] & (old["address"] != EMPTY_ADDRESS)[:, None, :]
             new_w, old_w = new["weight"][:, :, None], old["weight"][:, None, :]
-            new_better = (new_w > old_w) | (
-                (new_w == old_w) & (new["address"][:, :, None] < old["address"][:, None, :])
-            )
+            new_better = (new_w > old_w) | ((new_w == old_w) & (new_tie < old_tie))
             valid &= ~torch.cat([(same & new_better).any(1), (same & ~new_better).any(2)], dim=1)
-            primary = torch.where(valid, -joined["weight"], float("inf"))
+            primary, secondary = torch.where(valid, -joined["weight"], float("inf")), tie
         else:
-            primary = torch.where(valid, joined["key"], torch.iinfo(torch.long).max)
-        by_address = torch.where(valid, joined["address"], torch.iinfo(torch.long).max).argsort(dim=1, stable=True)
-        ranked = by_address.gather(1, primary.gather(1, by_address).argsort(dim=1, stable=True))[:, :C]
+            primary, secondary = torch.where(valid, joined["key"], torch.iinfo(torch.long).max), joined["address"]
+        by_secondary = torch.where(valid, secondary, torch.iinfo(torch.long).max).argsort(dim=1, stable=True)
+        ranked = by_secondary.gather(1, primary.gather(1, by_secondary).argsort(dim=1, stable=True))[:, :C]
         picked_valid = valid.gather(1, ranked)
 
         result = {name: tensor.gather(1, ranked) for name, tensor in joined.items()}
@@ -230,6 +253,7 @@ class ExpertState:
         self.domains: list[str] = []
         self.domain_tokens = torch.zeros(0, dtype=torch.long)
         self.domain_weight_sum = torch.zeros((n_slots, 0), dtype=torch.float64, device=device)
+        self.token_counts = torch.zeros(0, dtype=torch.long)  # by token id, grown to the largest id seen
         self.tokens_processed = 0
 
     @property
@@ -248,6 +272,11 @@ class ExpertState:
             column = torch.zeros((self.n_slots, 1), dtype=torch.float64, device=self.device)
             self.domain_weight_sum = torch.cat([self.domain_weight_sum, column], dim=1)
         return self.domains.index(name)
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def count_tokens(self, token_ids: torch.Tensor) -> None:
+        """Count every token the model ran on, by id (labels compare an expert's tokens with these counts)."""
+        self.token_counts = _add_counts(self.token_counts, torch.bincount(token_ids.flatten().cpu()))
 
     # -- the per-batch update -------------------------------------------------------------------
     def histogram_bin(self, weight: torch.Tensor) -> torch.Tensor:
@@ -297,6 +326,7 @@ class ExpertState:
         if other.histogram_edges.shape != self.histogram_edges.shape or other.n_slots != self.n_slots:
             raise ValueError("cannot merge states of different shapes")
         self.tokens_processed += other.tokens_processed
+        self.token_counts = _add_counts(self.token_counts, other.token_counts)
         self.weight_sum += other.weight_sum.to(self.device)
         self.weight_max = torch.maximum(self.weight_max, other.weight_max.to(self.device))
         self.histogram += other.histogram.to(self.device)
@@ -329,6 +359,7 @@ class ExpertState:
             "domains": list(self.domains),
             "domain_tokens": self.domain_tokens.cpu(),
             "domain_weight_sum": self.domain_weight_sum.cpu(),
+            "token_counts": self.token_counts.cpu(),
             "tokens_processed": self.tokens_processed,
         }
 
@@ -350,6 +381,7 @@ class ExpertState:
         for name in ("weight_sum", "weight_max", "histogram", "domain_weight_sum"):
             setattr(state, name, saved[name].to(device))
         state.domains, state.domain_tokens = list(saved["domains"]), saved["domain_tokens"]
+        state.token_counts = saved["token_counts"]
         state.tokens_processed = saved["tokens_processed"]
         return state
 
@@ -361,5 +393,14 @@ class ExpertState:
             self.weight_max,
             self.histogram,
             self.domain_weight_sum,
+            self.token_counts,
         ]
         return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _add_counts(counts: torch.Tensor, more: torch.Tensor) -> torch.Tensor:
+    """Two per-id count vectors added, the shorter one padded with zeros."""
+    total = torch.zeros(max(counts.numel(), more.numel()), dtype=torch.long)
+    total[: counts.numel()] += counts.cpu()
+    total[: more.numel()] += more.cpu()
+    return total

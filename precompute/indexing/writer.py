@@ -3,13 +3,18 @@ and upgrading older schema versions).
 
 The schema is explorer.index.schema's; each table has one writer function here. Besides copying the
 state, writing derives what only the final top contexts can tell: the token store (tokens inside some
-example's window, each once), the top tokens per expert, an automatic label and, optionally, a
-sentence embedding per expert. Per-expert tables are written group by group. The lookup tables the
-reader needs at scale are then derived inside DuckDB from tables already written, in their own order
-(`INSERT ... SELECT ... ORDER BY`): examples_by_location from examples, expert_tokens from the top
-tokens staged group by group, doc_text from tokens. So no re-ordered copy of 50M top contexts is held
-in Python (DuckDB sorts them, spilling beside the file if memory runs short). The file appears atomically: it is
-written beside the target and renamed at the end.
+example's window, each once), the top tokens per expert, an automatic label (explorer.index.labels:
+the tokens that distinguish the expert's examples from the corpus, led by its domain when the domain
+rule says it is specialised, which is decided on the finished file) and, optionally, a sentence
+embedding per expert. Top contexts are written in display order: by weight, and of equal weight each
+document's first before any document's second (the state keeps them by weight and place key).
+
+Per-expert tables are written group by group. The lookup tables the reader needs at scale are then
+derived inside DuckDB from tables already written, in their own order (`INSERT ... SELECT ... ORDER
+BY`): examples_by_location from examples, expert_tokens from the top tokens staged group by group,
+doc_text from tokens. So no re-ordered copy of 50M top contexts is held in Python (DuckDB sorts them,
+spilling beside the file if memory runs short). The file appears atomically: it is written beside the
+target and renamed at the end.
 """
 
 import dataclasses
@@ -26,11 +31,17 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from explorer.index import schema
-from precompute.indexing.topk import EMPTY_ADDRESS, ExpertState, make_address, sample_priority, split_address
+from explorer.index import labels, schema
+from precompute.indexing.topk import (
+    EMPTY_ADDRESS,
+    ExpertState,
+    make_address,
+    place_key,
+    sample_priority,
+    split_address,
+)
 
 TOP_TOKENS_PER_EXPERT = 16
-LABEL_TOKENS = 3
 EMBEDDED_CONTEXTS = 3  # top contexts that go into an expert's embedding text
 DOCUMENT_COLUMNS = {"doc": pl.Int64, "source_id": pl.String, "domain": pl.String, "n_tokens": pl.Int64}
 TOKEN_COLUMNS = {"doc": pl.Int64, "position": pl.Int64, "token_id": pl.Int64}
@@ -90,26 +101,39 @@ class TokenSource:
 
 
 # -- what the final top contexts tell ---------------------------------------------------------------------
-def _bank_rows(bank, slots: slice, reorder_by_weight: bool) -> dict[str, np.ndarray]:
-    """Valid entries of one bank for a range of slots, ordered by (slot, weight desc, address), with rank."""
+def _bank_rows(bank, slots: slice, kind: str) -> dict[str, np.ndarray]:
+    """Valid entries of one bank for a range of slots in display order (by slot, then rank), with rank."""
     slot, column = (bank.address[slots] != EMPTY_ADDRESS).nonzero(as_tuple=True)
     rows = {name: tensor[slots][slot, column].cpu().numpy() for name, tensor in bank.tensors().items()}
     rows["slot"] = (slot + slots.start).cpu().numpy()
-    if reorder_by_weight:  # samples are kept in priority order; show them by weight
+    if kind == "top":
+        order = _display_order(rows["slot"], rows["weight"], rows["address"])
+    else:  # samples are kept in priority order; show them by weight
         order = np.lexsort((rows["address"], -rows["weight"], rows["slot"]))
-        rows = {name: value[order] for name, value in rows.items()}
+    rows = {name: value[order] for name, value in rows.items()}
     starts = np.searchsorted(rows["slot"], rows["slot"])
     rows["rank"] = np.arange(len(rows["slot"])) - starts
     return rows
 
 
-def _display(text: str) -> str:
-    """A token as a label word: trimmed; whitespace-only tokens made visible."""
-    return text.strip() or text.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t")
+def _display_order(slot: np.ndarray, weight: np.ndarray, address: np.ndarray) -> np.ndarray:
+    """Top contexts by (slot, weight desc); of equal weight, each document's first before any document's second
+    (a saturated expert's first contexts come from as many documents as it has), then by place key."""
+    tie = place_key(address)
+    doc = split_address(address)[0]
+    by_document = np.lexsort((tie, doc, -weight, slot))
+    s, w, d = slot[by_document], weight[by_document], doc[by_document]
+    starts = np.ones(len(slot), dtype=bool)
+    starts[1:] = (s[1:] != s[:-1]) | (w[1:] != w[:-1]) | (d[1:] != d[:-1])
+    first_of_run = np.maximum.accumulate(np.where(starts, np.arange(len(slot)), 0))
+    repeat = np.empty(len(slot), dtype=np.int64)  # 0 for a document's first context of that weight, 1 next, ...
+    repeat[by_document] = np.arange(len(slot)) - first_of_run
+    return np.lexsort((tie, repeat, -weight, slot))
 
 
-def _top_tokens(top: dict, sample: dict, tokens: TokenSource) -> pl.DataFrame:
-    """slot, token_id, count, mean_weight, rank: highlighted tokens over an expert's examples (each place once)."""
+def _token_counts(top: dict, sample: dict, tokens: TokenSource) -> pl.DataFrame:
+    """slot, token_id, count, mean_weight, rank: highlighted tokens over an expert's examples (each place once),
+    most frequent first."""
     places = pl.DataFrame(
         {name: np.concatenate([top[name], sample[name]]) for name in ("slot", "address", "weight")}
     ).unique(["slot", "address"], keep="first", maintain_order=True)
@@ -119,36 +143,7 @@ def _top_tokens(top: dict, sample: dict, tokens: TokenSource) -> pl.DataFrame:
         .agg(count=pl.len(), mean_weight=pl.col("weight").mean())
         .sort("slot", "count", "mean_weight", "token_id", descending=[False, True, True, False])
         .with_columns(rank=pl.int_range(pl.len()).over("slot"))
-        .filter(pl.col("rank") < TOP_TOKENS_PER_EXPERT)
     )
-
-
-def _labels(top: dict, top_tokens: pl.DataFrame, tokens: TokenSource, vocab: list[str]) -> dict[int, str]:
-    """Label per slot: its most shared bigram at the top contexts (if 3+ share it; of equally shared ones,
-    the one at the heaviest context), then its top tokens."""
-    words = [_display(text) for text in vocab]
-    best = top_tokens.filter(pl.col("rank") < LABEL_TOKENS).group_by("slot", maintain_order=True).agg("token_id")
-    labels = {slot: " · ".join(words[t] for t in token_ids) for slot, token_ids in best.iter_rows()}
-    pairs = pl.DataFrame(
-        {
-            "slot": top["slot"],
-            "rank": top["rank"],
-            "previous": tokens.lookup(top["address"] - 1),
-            "token": tokens.lookup(top["address"]),
-        }
-    ).filter(pl.col("previous") >= 0)
-    bigrams = (
-        pairs.group_by("slot", "previous", "token")
-        .agg(count=pl.len(), first_rank=pl.col("rank").min())
-        .filter(pl.col("count") >= 3)
-        .sort("slot", "count", "first_rank", descending=[False, True, False])
-        .unique("slot", keep="first", maintain_order=True)
-    )
-    for slot, previous, token in bigrams.select("slot", "previous", "token").iter_rows():
-        if slot in labels:
-            bigram = f"«{vocab[previous]}{vocab[token]}»".replace("\n", " ")
-            labels[slot] = f"{bigram} {labels[slot]}"
-    return {slot: label.strip() for slot, label in labels.items()}
 
 
 def _context_texts(top: dict, tokens: TokenSource, vocab: list[str], context: int) -> dict[int, str]:
@@ -187,8 +182,24 @@ def _write_meta(conn, meta: schema.IndexMeta) -> None:
     conn.executemany(f"INSERT INTO {schema.META.name} VALUES (?, ?)", schema.meta_rows(meta))
 
 
-def _write_vocab(conn, vocab: list[str]) -> None:
-    columns = {"token_id": pa.array(np.arange(len(vocab)), pa.uint32()), "text": pa.array(vocab, pa.string())}
+def _corpus_counts(state: ExpertState, vocab_size: int) -> np.ndarray:
+    """How often each token id was processed, one count per vocabulary entry; they sum to tokens_processed."""
+    counts = np.zeros(max(vocab_size, state.token_counts.numel()), dtype=np.int64)
+    counts[: state.token_counts.numel()] = state.token_counts.numpy()
+    if counts.sum() != state.tokens_processed or len(counts) > vocab_size:
+        raise ValueError(
+            f"the state's token counts ({counts.sum()} tokens, ids up to {len(counts) - 1}) do not match"
+            f" its {state.tokens_processed} tokens processed and {vocab_size} vocabulary entries"
+        )
+    return counts
+
+
+def _write_vocab(conn, vocab: list[str], corpus_counts: np.ndarray) -> None:
+    columns = {
+        "token_id": pa.array(np.arange(len(vocab)), pa.uint32()),
+        "text": pa.array(vocab, pa.string()),
+        "corpus_count": pa.array(corpus_counts, pa.uint64()),
+    }
     _insert(conn, schema.VOCAB, columns)
 
 
@@ -289,6 +300,34 @@ def _write_examples_by_location(conn) -> None:
     )
 
 
+def _lead_labels_with_domains(path: Path) -> None:
+    """Put the leading domain before the label of every expert the domain rule calls specialised, deciding the
+    rule (explorer.index.domains, its one home) on the written file."""
+    from explorer.index.domains import specialised_experts
+    from explorer.index.reader import ExpertIndex
+
+    with ExpertIndex(path) as index:
+        found = {(v.group, v.expert): v.top_domain for v in specialised_experts(index)}
+        if not found:
+            return
+        current = index.rows(f"SELECT grp, expert, label FROM {schema.EXPERTS.name}")
+    led = [(g, e, labels.with_domain(found[g, e], label)) for g, e, label in current if (g, e) in found]
+    relabelled = pa.table(
+        {
+            "grp": pa.array([g for g, _, _ in led], pa.uint8()),
+            "expert": pa.array([e for _, e, _ in led], pa.uint32()),
+            "label": pa.array([label for _, _, label in led], pa.string()),
+        }
+    )
+    with duckdb.connect(str(path)) as conn:
+        conn.register("relabelled", relabelled)
+        conn.execute(
+            f"UPDATE {schema.EXPERTS.name} AS e SET label = r.label FROM relabelled AS r"
+            " WHERE e.grp = r.grp AND e.expert = r.expert"
+        )
+        conn.execute("CHECKPOINT")
+
+
 def _write_tokens(conn, tokens: TokenSource) -> None:
     keep = tokens.needed
     columns = {
@@ -376,6 +415,7 @@ def write_index(
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     tokens = TokenSource(contents.tokens)
+    corpus_counts = _corpus_counts(state, len(contents.vocab))
     derived = [  # written after the groups, each from tables written before it
         ("examples_by_location", _write_examples_by_location),
         ("expert_tokens", _write_expert_tokens),
@@ -383,7 +423,8 @@ def write_index(
         ("doc_text", lambda conn: _write_doc_text(conn, contents.vocab)),
         ("documents", lambda conn: _write_documents(conn, contents.documents, tokens)),
     ]
-    bar = tqdm(total=meta.num_groups + len(derived), unit="step", desc=f"write {path.name}", disable=not show_progress)
+    steps = meta.num_groups + len(derived) + 1  # the groups, the derived tables, the labels' domains
+    bar = tqdm(total=steps, unit="step", desc=f"write {path.name}", disable=not show_progress)
     conn = duckdb.connect()
     spill = path.with_name(path.name + ".spill")  # sorts larger than memory spill beside the file, not into the cwd
     conn.execute(f"SET temp_directory = '{_sql_string(spill)}'")
@@ -394,20 +435,21 @@ def write_index(
             conn.execute(statement)
         conn.execute(f"CREATE TEMP TABLE {STAGED_EXPERT_TOKENS} AS FROM {schema.EXPERT_TOKENS.name} LIMIT 0")
         _write_meta(conn, meta)
-        _write_vocab(conn, contents.vocab)
+        _write_vocab(conn, contents.vocab, corpus_counts)
         _write_domains(conn, state)
         active_count = state.active_count  # derived from the histogram: summed once, not per group
         for group in range(meta.num_groups):
             bar.set_postfix_str(f"group {group + 1}")
             slots = slice(group * experts_per_group, (group + 1) * experts_per_group)
-            top = _bank_rows(state.top, slots, reorder_by_weight=False)
-            sample = _bank_rows(state.sample, slots, reorder_by_weight=True)
+            top = _bank_rows(state.top, slots, "top")
+            sample = _bank_rows(state.sample, slots, "sample")
             for rows in (top, sample):
                 tokens.mark_windows(rows["address"], context)
             slot = (active_count[slots] > 0).nonzero().squeeze(1).cpu().numpy() + group * experts_per_group
-            top_tokens = _top_tokens(top, sample, tokens)
-            labels = _labels(top, top_tokens, tokens, contents.vocab)
-            slot_labels = [labels.get(s, "") for s in slot]
+            token_counts = _token_counts(top, sample, tokens)
+            top_tokens = token_counts.filter(pl.col("rank") < TOP_TOKENS_PER_EXPERT)
+            words = labels.label_texts(labels.token_scores(token_counts, corpus_counts), contents.vocab)
+            slot_labels = [words.get(s, "") for s in slot]
             if embed and len(slot):
                 texts = _context_texts(top, tokens, contents.vocab, context)
                 embedded = [f"{label} | {texts.get(s, '')}" for s, label in zip(slot, slot_labels, strict=True)]
@@ -425,6 +467,11 @@ def write_index(
         conn.execute("CHECKPOINT")
     finally:
         conn.close()
+    try:
+        bar.set_postfix_str("labels")
+        _lead_labels_with_domains(tmp)
+        bar.update()
+    finally:
         bar.close()
     os.replace(tmp, path)
     return path
@@ -440,7 +487,8 @@ def read_index_state(
     path: str | Path, device="cpu", versions=(schema.SCHEMA_VERSION,)
 ) -> tuple[ExpertState, IndexContents]:
     """A finished index back as (state, contents): exactly what write_index was given, for merging and
-    upgrading (`versions`: the schema versions accepted, among schema.STATE_READABLE_VERSIONS)."""
+    upgrading (`versions`: the schema versions accepted, among schema.STATE_READABLE_VERSIONS). A file older
+    than schema.COUNTED_TOKENS_VERSION comes back without token counts (state.token_counts is empty)."""
     from explorer.index.reader import ExpertIndex
 
     with ExpertIndex(path, versions) as index, index.cursor() as conn:
@@ -479,6 +527,9 @@ def read_index_state(
             tokens=conn.execute("SELECT doc, position, token_id FROM tokens").pl().cast(TOKEN_COLUMNS),
             vocab=[text for (text,) in conn.execute("SELECT text FROM vocab ORDER BY token_id").fetchall()],
         )
+        if meta.schema_version >= schema.COUNTED_TOKENS_VERSION:  # older files: the upgrade recounts the corpus
+            counts = conn.execute("SELECT corpus_count FROM vocab ORDER BY token_id").pl()["corpus_count"]
+            state.token_counts = torch.from_numpy(counts.to_numpy().astype(np.int64))
     return state, contents
 
 
@@ -490,9 +541,9 @@ def _fill_bank(bank, kind: str, rows: pl.DataFrame, experts_per_group: int, wind
     """Put one kind's examples (ordered by slot, rank) back into their bank, in the bank's own order."""
     slot = _slots(rows, experts_per_group)
     address = make_address(rows["doc"].to_numpy(), rows["position"].to_numpy())
-    if kind == "top":
+    if kind == "top":  # the bank keeps them by (weight desc, place key); the file, in display order
         key = rows["window_hash"].to_numpy().astype(np.int64)
-        order = np.arange(len(rows))
+        order = np.lexsort((place_key(address), -rows["weight"].to_numpy(), slot))
     else:  # the bank keeps samples in priority order
         key = sample_priority(torch.from_numpy(address), torch.from_numpy(slot)).numpy()
         order = np.lexsort((address, key, slot))

@@ -42,7 +42,7 @@ def busiest(index, group=0):
 
 def test_meta_and_stats(index):
     meta = index.meta()
-    assert (meta.moe_experts, meta.num_groups, meta.top_k, meta.schema_version) == (16, 2, 4, 2)
+    assert (meta.moe_experts, meta.num_groups, meta.top_k, meta.schema_version) == (16, 2, 4, 3)
     expert = busiest(index)
     stats = index.stats(0, expert)
     assert stats.name == f"G1/{expert}" and (stats.i, stats.j) == divmod(expert, 16)
@@ -307,4 +307,4 @@ def test_a_schema_1_index_upgrades_without_the_model(tmp_path, index_path):
             query = f"SELECT * FROM {table} ORDER BY ALL"
             pd.testing.assert_frame_equal(a.execute(query).df(), b.execute(query).df(), obj=table)
     with ExpertIndex(tmp_path / "new.duckdb") as upgraded:
-        assert upgraded.meta().schema_version == 2 and len(search_text(upgraded, "quick").hits)
+        assert upgraded.meta().schema_version == 3 and len(search_text(upgraded, "quick").hits)

@@ -1,4 +1,5 @@
-"""The index against brute force: dense weights over every token, top-K per expert with the same dedupe rule."""
+"""The index against brute force: dense weights over every token, top-K per expert with the same dedupe rule,
+ties broken by the place key, shown each document's first context of a weight before any document's second."""
 
 import duckdb
 import numpy as np
@@ -8,7 +9,7 @@ from transformers import AutoTokenizer
 
 from explorer.model.sparse import dense_expert_weights
 from precompute.indexing.job import run_index
-from precompute.indexing.topk import make_address, sample_priority
+from precompute.indexing.topk import make_address, place_key, sample_priority
 
 
 def brute_force(model, tokenizer, options, documents):
@@ -49,11 +50,21 @@ def brute_force(model, tokenizer, options, documents):
 
 
 def expected_top(frame, k):
-    best = frame.sort_values(
-        ["slot", "window", "weight", "address"], ascending=[True, True, False, True]
-    ).drop_duplicates(["slot", "window"])
-    best = best.sort_values(["slot", "weight", "address"], ascending=[True, False, True])
-    return best.groupby("slot").head(k)
+    """The K best contexts per slot, one per window text, by (weight desc, place key), in display order."""
+    frame = frame.assign(tie=place_key(frame["address"].to_numpy()))
+    best = frame.sort_values(["slot", "window", "weight", "tie"], ascending=[True, True, False, True]).drop_duplicates(
+        ["slot", "window"]
+    )
+    best = best.sort_values(["slot", "weight", "tie"], ascending=[True, False, True]).groupby("slot").head(k)
+    return display_order(best)
+
+
+def display_order(top):
+    """Of equal weight, each document's first context (by place key) before any document's second."""
+    top = top.assign(tie=place_key(make_address(top["doc"].to_numpy(), top["position"].to_numpy())))
+    top = top.sort_values(["slot", "weight", "tie"], ascending=[True, False, True])
+    top["repeat"] = top.groupby(["slot", "weight", "doc"]).cumcount()
+    return top.sort_values(["slot", "weight", "repeat", "tie"], ascending=[True, False, True, True])
 
 
 def test_index_matches_brute_force(conformance, tiny_documents, tiny_corpus, index_options, tmp_path):
@@ -93,12 +104,21 @@ def test_index_matches_brute_force(conformance, tiny_documents, tiny_corpus, ind
     kth = want.groupby("slot")["weight"].transform("min")
     clear = want[want["weight"] > kth + 1e-5]
     assert len(clear.merge(got, on=["slot", "window"])) == len(clear)
+    # the same weights in the same order; places differ only where weights tie up to rounding (checked above)
     np.testing.assert_allclose(top["weight"], want["weight"], rtol=1e-5, atol=1e-6)
+    same_place = (top[["slot", "doc", "position"]].to_numpy() == want[["slot", "doc", "position"]].to_numpy()).all(1)
+    assert same_place.mean() > 0.95
     assert not top.duplicated(["slot", "window_hash"]).any()
+    assert (
+        top[["slot", "doc", "position"]].values.tolist()
+        == display_order(top)[["slot", "doc", "position"]].values.tolist()
+    )
     assert truth.duplicated(["slot", "window"]).any(), "the corpus should repeat contexts"
 
     # window weights: the expert's weight on each window token of the same forward window, 8-bit
-    for stored, expected in zip(top.itertuples(), want["window_weights"], strict=True):
+    at_place = top.merge(truth, on=["slot", "doc", "position"], suffixes=("", "_truth"))
+    assert len(at_place) == len(top)
+    for stored, expected in zip(at_place.itertuples(), at_place["window_weights_truth"], strict=True):
         np.testing.assert_allclose(
             np.asarray(stored.window_weights) / 255 * stored.window_max, expected, atol=stored.window_max / 255 + 1e-6
         )
@@ -142,3 +162,8 @@ def test_index_matches_brute_force(conformance, tiny_documents, tiny_corpus, ind
     for d in tiny_documents:
         lengths[d.domain] = lengths.get(d.domain, 0) + len(tokenizer(d.text)["input_ids"])
     assert tokens == sorted(lengths.items())
+
+    # every token the model ran on, counted by id
+    counts = conn.execute("SELECT corpus_count FROM vocab ORDER BY token_id").df()["corpus_count"].to_numpy()
+    ran_on = np.concatenate([tokenizer(d.text)["input_ids"] for d in tiny_documents])
+    assert counts.tolist() == np.bincount(ran_on, minlength=len(counts)).tolist()

@@ -1,11 +1,12 @@
 """The streaming state (precompute.topk) on synthetic activations: batch splits, shard merges, brute force."""
 
+import numpy as np
 import pandas as pd
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from precompute.indexing.topk import EMPTY_ADDRESS, ExpertState, sample_priority
+from precompute.indexing.topk import EMPTY_ADDRESS, ExpertState, make_address, place_key, sample_priority
 
 N_SLOTS, K, SAMPLES, WINDOW = 12, 3, 2, 3
 EDGES = torch.logspace(-2, 0, 5, dtype=torch.float64)
@@ -18,7 +19,8 @@ class Stream:
         gen = torch.Generator().manual_seed(seed)
         self.slot = torch.randint(0, N_SLOTS, (n,), generator=gen)
         self.weight = (torch.randint(1, 40, (n,), generator=gen) / 40).float()  # coarse: many exact ties
-        self.address = torch.randperm(10 * n, generator=gen)[:n].long()
+        place = torch.randperm(10 * n, generator=gen)[:n].long()
+        self.address = make_address(place % 7, place // 7)  # a few documents, many places in each
         self.hash = torch.randint(0, 6, (n,), generator=gen).long()  # few distinct windows: many duplicates
         self.domain = torch.randint(-1, 2, (n,), generator=gen)
 
@@ -35,6 +37,7 @@ class Stream:
                 return (address[:, None] % 251).to(torch.uint8).expand(-1, WINDOW), address.float()
 
         state.add(self.slot[part], self.weight[part], self.address[part], self.domain[part], Context())
+        state.count_tokens(self.address[part] % 11)  # some token ids, so the counts merge too
 
 
 def new_state() -> ExpertState:
@@ -67,6 +70,7 @@ def rows(state: ExpertState):
         state.histogram.tolist(),
         state.domain_weight_sum.tolist(),
         state.weight_max.tolist(),
+        state.token_counts.tolist(),
     )
 
 
@@ -87,25 +91,39 @@ def test_batches_and_shards_give_the_same_state(seed, n, cuts):
     halves[0].absorb(halves[1])
     assert rows(batched)[:2] == rows(whole)[:2]  # sums may round differently across splits
     assert rows(halves[0])[0] == rows(whole)[0]
+    assert rows(batched)[-1] == rows(halves[0])[-1] == rows(whole)[-1]  # token counts
 
-    # brute force: dedupe by window hash, top K by (weight desc, address asc); bottom-k priority sample
+    # brute force: dedupe by window hash, top K by (weight desc, place key asc); bottom-k priority sample
     frame = pd.DataFrame(
         {
             "slot": stream.slot,
             "weight": stream.weight,
             "address": stream.address,
+            "tie": place_key(stream.address),
             "hash": stream.hash,
             "priority": sample_priority(stream.address, stream.slot),
         }
     )
-    best = frame.sort_values(["slot", "hash", "weight", "address"], ascending=[True, True, False, True])
+    best = frame.sort_values(["slot", "hash", "weight", "tie"], ascending=[True, True, False, True])
     best = best.drop_duplicates(["slot", "hash"])
-    best = best.sort_values(["slot", "weight", "address"], ascending=[True, False, True]).groupby("slot").head(K)
+    best = best.sort_values(["slot", "weight", "tie"], ascending=[True, False, True]).groupby("slot").head(K)
     sample = frame.sort_values(["slot", "priority", "address"]).groupby("slot").head(SAMPLES)
     top_rows, sample_rows = rows(whole)[0]
     assert [r[1] for r in top_rows] == [best[best["slot"] == s]["address"].tolist() for s in range(N_SLOTS)]
     assert [r[1] for r in sample_rows] == [sample[sample["slot"] == s]["address"].tolist() for s in range(N_SLOTS)]
     assert whole.active_count.tolist() == frame["slot"].value_counts().reindex(range(N_SLOTS), fill_value=0).tolist()
+    assert whole.token_counts.tolist() == np.bincount((stream.address % 11).numpy()).tolist()
+
+
+def test_place_keys_are_distinct_and_unlike_corpus_order():
+    """Ties are broken by the place key: one key per place (a bijection), in an order unrelated to the corpus'."""
+    doc, position = np.meshgrid(np.arange(300), np.arange(300), indexing="ij")
+    address = make_address(doc.ravel(), position.ravel())
+    keys = place_key(address)
+    assert len(np.unique(keys)) == len(keys) and (keys >= 0).all() and (keys < 2**62).all()
+    assert place_key(torch.from_numpy(address)).tolist() == keys.tolist()  # numpy and torch agree
+    first = np.argsort(keys)[:32]  # the 32 places a tie of all 90,000 would keep: spread over the documents
+    assert len(set(doc.ravel()[first])) >= 28 and np.ptp(doc.ravel()[first]) > 200
 
 
 def test_checkpoint_round_trip():
@@ -115,5 +133,6 @@ def test_checkpoint_round_trip():
     state.tokens_processed = 99
     again = ExpertState.from_state_dict(state.state_dict())
     assert rows(again) == rows(state) and again.tokens_processed == 99 and again.domains == ["a", "b"]
+    assert again.token_counts.sum() == 200
     stream.feed(state, 0, 0)
     assert state.memory_bytes() == again.memory_bytes() > 0
