@@ -14,7 +14,9 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home, before gradio is imported
 
 from explorer.app.generation import Limits  # noqa: E402
-from explorer.paths import EMBEDDED_INDEX_PATH, EMBEDDED_MODEL_DIR  # noqa: E402
+from explorer.paths import ASSETS_DIR, EMBEDDED_INDEX_PATH, EMBEDDED_MODEL_DIR  # noqa: E402
+
+EMBEDDED_PRESETS_PATH = ASSETS_DIR / "presets.json"
 
 OPTIONS = [  # flag, environment variable, default, help
     ("--model", "MONET_MODEL", str(EMBEDDED_MODEL_DIR), "Monet checkpoint folder or hub id"),
@@ -23,6 +25,12 @@ OPTIONS = [  # flag, environment variable, default, help
         "MONET_INDEX",
         None,
         "expert index (DuckDB) built for that model; default: the embedded index when the model is the embedded one",
+    ),
+    (
+        "--presets",
+        "MONET_PRESETS",
+        None,
+        "demo presets (JSON: the Start here row and talk mode); default: assets/presets.json for the embedded model",
     ),
     ("--device", "MONET_DEVICE", "auto", "cpu, cuda, cuda:1 ... (auto: cuda when available)"),
     ("--dtype", "MONET_DTYPE", "auto", "float32, bfloat16, float16 (auto: bfloat16 on GPU, float32 on CPU)"),
@@ -46,18 +54,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="also serve on a public gradio.live link (env MONET_SHARE=1)",
     )
     args = parser.parse_args(argv)
-    if args.index is None and args.model == str(EMBEDDED_MODEL_DIR):
-        args.index = str(EMBEDDED_INDEX_PATH)
+    if args.model == str(EMBEDDED_MODEL_DIR):  # the embedded model brings its own index and presets
+        args.index = args.index if args.index is not None else str(EMBEDDED_INDEX_PATH)
+        args.presets = args.presets if args.presets is not None else str(EMBEDDED_PRESETS_PATH)
     return args
 
 
 def build_app(args: argparse.Namespace):
     from explorer.app.explorer import AppSettings, Explorer
+    from explorer.app.presets import load_presets
     from explorer.web import ui
 
     limits = Limits(int(args.max_prompt_tokens), int(args.max_new_tokens), int(args.max_text_tokens))
     explorer = Explorer.load(AppSettings(args.model, args.index, args.device, args.dtype, limits))
-    demo = ui.build(explorer, model_concurrency=int(args.model_concurrency))
+    presets = load_presets(args.presets, explorer.resolve_ablation)  # checked against what was loaded
+    for problem in presets.problems:  # also on the page, beside the load problems
+        print(f"note: {problem}")
+    demo = ui.build(explorer, model_concurrency=int(args.model_concurrency), presets=presets)
     return demo.queue(max_size=64, default_concurrency_limit=4), explorer
 
 

@@ -8,6 +8,7 @@ RequestRejected naming the fix. Every method takes what one request needs (an ab
 resolved per call), so one Explorer serves all users at once. Groups are 0-based; None is every group.
 """
 
+import functools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from explorer.app import ablation_set, domains, facts, loading, search
+from explorer.app.examples import PageExamples, page_examples
 from explorer.app.expert_output import TokenEffects, token_effects
 from explorer.app.expert_page import ExpertPage, expert_page
 from explorer.app.generation import AblationEffect, GenerationSettings, Limits, compare_on_text, side_by_side
@@ -119,6 +121,11 @@ class Explorer:
 
     def domains(self) -> list[str]:
         return list(self.index.domain_tokens()) if self.index is not None else []
+
+    @functools.cached_property
+    def examples(self) -> PageExamples:
+        """Examples for the page (placeholders, hints) that work on this model and index (explorer.app.examples)."""
+        return page_examples(self.shape, self.index, self.domain_experts if self.index is not None else None)
 
     # -- experts ---------------------------------------------------------------------------------------------
     def expert_ref(self, spec: str) -> ExpertRef:

@@ -5,7 +5,7 @@ published one), so a Space owner edits data, not code. Each preset also names a 
 switched-off set should leave alone: the effect on the preset's own text against the control is what a
 newcomer should see in one click. When the app starts, every preset is checked against the loaded model
 and index (its ablation must resolve: known domains, ids inside the model); a preset that does not is
-left out and the page says why.
+left out and the page says why (load_presets).
 """
 
 import json
@@ -56,3 +56,23 @@ def usable_presets(presets: list[Preset], resolve: Callable[[str], object]) -> t
         else:
             usable.append(preset)
     return usable, problems
+
+
+@dataclass(frozen=True)
+class LoadedPresets:
+    """The presets the page offers, and a sentence for each problem met loading them (shown like load problems)."""
+
+    presets: tuple[Preset, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+def load_presets(path: str | Path | None, resolve: Callable[[str], object]) -> LoadedPresets:
+    """The usable presets of a file (none when path is None); a file that cannot be read is a problem, not a crash."""
+    if not path:
+        return LoadedPresets()
+    try:
+        presets = read_presets(path)
+    except PresetError as error:
+        return LoadedPresets((), (str(error),))
+    usable, problems = usable_presets(presets, resolve)
+    return LoadedPresets(tuple(usable), tuple(problems))

@@ -439,6 +439,7 @@ class GenerationRun:
     baseline: str
     ablated: str
     finished: bool
+    ablation: str = ""  # the switched-off set it ran with (a later change of the box marks it stale only if it differs)
 
 
 @reports_errors("", "", "", None)
@@ -453,7 +454,7 @@ def generate_view(
     )
     for update in explorer.generate(prompt, ablation_text, settings):
         baseline, ablated = _panels(prompt, update.baseline_text, update.ablated_text, update.finished)
-        run = GenerationRun(prompt, update.baseline_text, update.ablated_text, update.finished)
+        run = GenerationRun(prompt, update.baseline_text, update.ablated_text, update.finished, ablation_text)
         effect_html = ""
         status = messages.status(("Done." if update.finished else "Generating…") + note, kind)
         if update.effect is not None:

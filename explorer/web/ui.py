@@ -9,8 +9,9 @@ textbox value (also mirrored into the URL, `?ablate=...`), and deep links `?expe
 import gradio as gr
 
 from explorer.app.explorer import Explorer
+from explorer.app.presets import LoadedPresets
 from explorer.paths import ASSETS_DIR
-from explorer.web import api, pages
+from explorer.web import api, html, pages, talk
 from explorer.web.tabs import expert, inspector, overview, search, switch_off
 from explorer.web.tabs.common import INDEX, MODEL, Context
 
@@ -30,30 +31,42 @@ def theme() -> gr.Theme:
 
 
 def launch_options() -> dict:
-    return {"theme": theme(), "css_paths": [STYLE], "footer_links": ["api"]}
+    return {"theme": theme(), "css_paths": [STYLE], "footer_links": ["api"], "head": talk.TALK_HEAD}
 
 
-def build(explorer: Explorer, model_concurrency: int = 2, index_concurrency: int = 8) -> gr.Blocks:
+def build(
+    explorer: Explorer,
+    model_concurrency: int = 2,
+    index_concurrency: int = 8,
+    presets: LoadedPresets | None = None,
+) -> gr.Blocks:
+    """The page; `presets` (explorer.app.presets.load_presets) feed the "Start here" row and talk mode."""
+    presets = presets or LoadedPresets()
     model_events = {"concurrency_id": MODEL, "concurrency_limit": model_concurrency, "api_visibility": "private"}
     index_events = {"concurrency_id": INDEX, "concurrency_limit": index_concurrency, "api_visibility": "private"}
 
     with gr.Blocks(title="Monet Explorer", fill_width=True) as demo:
         gr.HTML(
             '<div class="app-title"><h1>Monet Explorer</h1><span>the experts inside a Monet model: read what '
-            "they fire on, find them, switch them off while it writes</span></div>"
+            "they fire on, find them, switch them off while it writes</span></div>",
+            elem_id="app-header",
         )
-        gr.HTML(pages.problems_html(explorer))
-        with gr.Tabs(selected="overview") as tabs:
+        problems = pages.problems_html(explorer) + "".join(html.notice(p, "warning") for p in presets.problems)
+        gr.HTML(problems, elem_id="app-problems")
+        with gr.Tabs(selected="overview", elem_id="main-tabs") as tabs:
             ctx = Context(explorer, demo, tabs, pages.group_choices(explorer), model_events, index_events)
-            overview_tab = overview.build(ctx)
+            overview_tab = overview.build(ctx, presets.presets)
             search_tab = search.build(ctx)
             expert_tab = expert.build(ctx)
             inspector_tab = inspector.build(ctx)
-            switch_off_tab = switch_off.build(ctx)
+            switch_off_tab = switch_off.build(ctx, presets.presets, overview_tab.start_here)
+        talk.build(ctx, presets.presets)  # shown instead of all the above with ?talk=1
 
         # -- links between tabs ---------------------------------------------------------------------------------
         expert.open_on_clicks(
-            ctx, expert_tab, (*overview_tab.clickables, search_tab.results, inspector_tab.token_experts)
+            ctx,
+            expert_tab,
+            (*overview_tab.clickables, search_tab.results, inspector_tab.token_experts),
         )
         expert.open_on(
             ctx,

@@ -31,7 +31,7 @@ def build(ctx: Context) -> ExpertTab:
         with gr.Row(equal_height=True):
             spec = gr.Textbox(
                 show_label=False,
-                placeholder="expert: G1/17 or G1 (1, 1)",
+                placeholder=ctx.explorer.examples.expert_placeholder(),  # an expert of this model
                 scale=3,
                 elem_id="expert-spec",
                 container=False,

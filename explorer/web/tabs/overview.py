@@ -1,27 +1,39 @@
-"""The Overview tab: model and index facts, the density histogram, a group's E x E map and its most and least
-active experts (clicks on them open experts: see expert.open_on)."""
+"""The Overview tab: the first minute (what an expert is, the "Start here" presets: explorer.web.first_minute), then
+model and index facts, the density histogram, a group's E x E map and its most and least active experts (clicks on
+them open experts: see expert.open_on; a click on a preset runs it on the Switch-off tab: see switch_off.build)."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import gradio as gr
 
-from explorer.web import pages
+from explorer.app.presets import Preset
+from explorer.web import first_minute, pages
 from explorer.web.tabs.common import Context, clickable, status_line
 
 
 @dataclass(frozen=True)
 class OverviewTab:
     group: gr.Radio
-    clickables: tuple[gr.HTML, ...]  # the map and the two lists: a click opens an expert
+    clickables: tuple[gr.HTML, ...]  # the introduction, the map and the two lists: a click opens an expert
+    start_here: gr.HTML | None  # the presets row (None without presets): a click runs one on the Switch-off tab
     cell_i: gr.Number
     cell_j: gr.Number
     open_cell: gr.Button
     cell_status: gr.HTML
 
 
-def build(ctx: Context) -> OverviewTab:
+def build(ctx: Context, presets: Sequence[Preset] = ()) -> OverviewTab:
     explorer, groups = ctx.explorer, ctx.groups
     with gr.Tab("Overview", id="overview"):
+        intro = clickable(first_minute.what_is_an_expert_html(explorer), elem_id="intro")
+        start_here = None
+        if presets:
+            gr.HTML(
+                '<h2 class="start-here">Start here <span class="hint">one click switches a set of experts off and '
+                "lets the model write with and without them, side by side</span></h2>"
+            )
+            start_here = first_minute.preset_buttons(presets, "start-here")
         gr.HTML(pages.facts_html(explorer))
         gr.Plot(pages.density_chart(explorer), show_label=False, elem_id="density-histogram")
         gr.Markdown(
@@ -54,4 +66,5 @@ def build(ctx: Context) -> OverviewTab:
         outputs,
         **ctx.index_events,
     )
-    return OverviewTab(group, (density_map, most_active, least_active), cell_i, cell_j, open_cell, cell_status)
+    clickables = (intro, density_map, most_active, least_active)
+    return OverviewTab(group, clickables, start_here, cell_i, cell_j, open_cell, cell_status)

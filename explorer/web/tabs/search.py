@@ -22,7 +22,7 @@ def build(ctx: Context) -> SearchTab:
                 label="search experts",
                 scale=4,
                 elem_id="search-query",
-                placeholder="G1/17 · G1 (1, 1) · a token like Paris · a phrase · a topic",
+                placeholder=ctx.explorer.examples.search_placeholder(),  # examples that work on this model
             )
             group = gr.Dropdown([(pages.ALL_GROUPS, -1), *ctx.groups], value=-1, label="group", scale=1)
             search_button = gr.Button("Search", variant="primary", scale=0, elem_id="search-button")

@@ -2,13 +2,17 @@
 the ablated model writing side by side, and the perplexity of a given text with and without.
 
 Other tabs add to the set (connect): the expert page's Switch off button, the inspector's firing experts.
+The tab opens on the first demo preset (its prompt and set filled in); a click on a preset (here, or on the
+Overview's "Start here" row) moves here, fills both and runs it (explorer.web.first_minute.preset_run_view).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import gradio as gr
 
-from explorer.web import messages, pages
+from explorer.app.presets import Preset
+from explorer.web import first_minute, messages, pages
 from explorer.web.tabs.common import QUIET_EVENT, Context, status_line, url_js
 from explorer.web.tabs.expert import ExpertTab
 from explorer.web.tabs.inspector import InspectorTab
@@ -19,19 +23,28 @@ class SwitchOffTab:
     ablation_box: gr.Textbox
 
 
-def build(ctx: Context) -> SwitchOffTab:
+def build(ctx: Context, presets: Sequence[Preset] = (), start_here: gr.HTML | None = None) -> SwitchOffTab:
+    """The tab; `start_here` is another presets row (the Overview's) whose clicks run a preset here."""
     explorer, groups = ctx.explorer, ctx.groups
+    first = presets[0] if presets else None
     with gr.Tab("Switch off", id="ablate"):
+        tab_presets = None
+        if presets:
+            lead = "Demo presets (one click fills the set and the prompt, and runs):"
+            tab_presets = first_minute.preset_buttons(presets, "switch-off-presets", lead=lead)
         with gr.Row(equal_height=True):
             ablation_box = gr.Textbox(
+                first.ablate if first else "",
                 label="switched-off experts (also in the page address)",
                 lines=2,
                 scale=3,
                 elem_id="ablation-set",
-                placeholder="G1/5, G2 (3, 4), G1 (7, *), domain:code, L3/40",
+                placeholder=explorer.examples.ablation_placeholder(),
             )
             with gr.Column(scale=2):
-                summary = gr.HTML(pages.ablation_summary(explorer, ""), elem_id="ablation-summary")
+                summary = gr.HTML(
+                    pages.ablation_summary(explorer, first.ablate if first else ""), elem_id="ablation-summary"
+                )
                 clear = gr.Button("Clear", size="sm")
         with gr.Accordion("Add to the set: a row or column of the map, a domain, the experts of a text", open=False):
             with gr.Row(equal_height=True):
@@ -54,7 +67,9 @@ def build(ctx: Context) -> SwitchOffTab:
                 add_pasted = gr.Button("Add its experts", scale=0, elem_id="add-pasted")
             add_status = status_line("add-status")
         with gr.Row(equal_height=True):
-            prompt = gr.Textbox(label="prompt", value="The capital of France is", scale=4, elem_id="prompt")
+            prompt = gr.Textbox(
+                label="prompt", value=first.prompt if first else "The capital of France is", scale=4, elem_id="prompt"
+            )
             generate = gr.Button("Generate", variant="primary", scale=0, elem_id="generate")
             stop = gr.Button("Stop", scale=0, elem_id="stop")
         generate_status = status_line("generate-status")
@@ -63,6 +78,7 @@ def build(ctx: Context) -> SwitchOffTab:
             max_new = gr.Slider(1, most_new, value=min(40, most_new), step=1, label="new tokens")
             temperature = gr.Slider(0, 2, value=0, step=0.05, label="temperature (0 = greedy)")
             seed = gr.Number(0, label="seed (same for both sides)", precision=0)
+        preset_effect = gr.HTML(elem_id="preset-effect")
         with gr.Row(equal_height=True):
             baseline = gr.HTML(elem_id="baseline")
             ablated = gr.HTML(elem_id="ablated")
@@ -114,7 +130,34 @@ def build(ctx: Context) -> SwitchOffTab:
         [baseline, ablated, effect, run, generate_status],
         **ctx.model_events,
     )
-    stop.click(None, None, None, cancels=[generating]).then(
+    gr.on(
+        [generate.click, prompt.submit], lambda: "", None, preset_effect, **QUIET_EVENT
+    )  # its numbers were a preset's
+
+    # -- presets: a click moves here, fills the set and the prompt, then measures and generates ------------------
+    def choose_preset(evt: gr.EventData):
+        number = first_minute.preset_of(presets, evt._data)
+        if number is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return gr.Tabs(selected="ablate"), presets[number].ablate, presets[number].prompt, number
+
+    def run_preset(number, n, temp, seed_value):
+        if number is None:
+            return
+        yield from first_minute.preset_run_view(explorer, presets[number], n, temp, seed_value)
+
+    chosen = gr.State()  # the preset number of the last click
+    preset_runs = [
+        row.click(choose_preset, None, [ctx.tabs, ablation_box, prompt, chosen], api_visibility="private").then(
+            run_preset,
+            [chosen, max_new, temperature, seed],
+            [preset_effect, baseline, ablated, effect, run, generate_status],
+            **ctx.model_events,
+        )
+        for row in (tab_presets, start_here)
+        if row is not None
+    ]
+    stop.click(None, None, None, cancels=[generating, *preset_runs]).then(
         pages.stopped_view, run, [baseline, ablated, effect, generate_status], api_visibility="private"
     )
     measure.click(
@@ -123,12 +166,25 @@ def build(ctx: Context) -> SwitchOffTab:
         [measured, measure_status],
         **ctx.model_events,
     )
+    changed = "The prompt, the set or the settings changed since the texts below: press Generate."
     gr.on(
-        [prompt.input, ablation_box.change, max_new.input, temperature.input, seed.input],
-        lambda state: pages.stale_status(
-            state, "The prompt, the set or the settings changed since the texts below: press Generate."
-        ),
+        [max_new.input, temperature.input, seed.input],
+        lambda state: pages.stale_status(state, changed),
         run,
+        generate_status,
+        **QUIET_EVENT,
+    )
+
+    def prompt_or_set_changed(state, prompt_text, ablation_text):
+        """Stale only when they differ from the run's: a preset fills both, and that change may arrive late."""
+        if state is not None and (state.prompt, state.ablation) == (prompt_text, ablation_text):
+            return gr.skip()
+        return pages.stale_status(state, changed)
+
+    gr.on(
+        [prompt.input, ablation_box.change],
+        prompt_or_set_changed,
+        [run, prompt, ablation_box],
         generate_status,
         **QUIET_EVENT,
     )
@@ -158,6 +214,7 @@ def build(ctx: Context) -> SwitchOffTab:
 def connect(ctx: Context, tab: SwitchOffTab, expert: ExpertTab, inspector: InspectorTab) -> None:
     """The buttons of other tabs that add to the set; their messages go to their own tab's status line."""
     explorer = ctx.explorer
+
     expert.switch_off.click(
         lambda text, name: pages.add_expert(explorer, text, name),
         [tab.ablation_box, expert.spec],
