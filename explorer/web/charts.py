@@ -1,7 +1,11 @@
 """Altair charts for the app: expert density histogram, an expert's weight histogram and its per-domain means.
 
 Charts get small, already aggregated frames (never one row per expert: a group has up to 262,144),
-and large fonts so they stay legible on a projector.
+and large fonts so they stay legible on a projector. Counts get whole-number axes.
+
+Gradio's gr.Plot draws altair charts with the Vega-Lite it bundles (5.23 in Gradio 6.31), while altair 6 writes
+a Vega-Lite 6 spec, and the browser console warns about the mismatch. These charts use only what both versions
+share, so each spec names the bundled major version (VEGA_LITE_SCHEMA); tests/web checks the console is quiet.
 """
 
 from dataclasses import asdict
@@ -14,16 +18,20 @@ from explorer.index.reader import DomainMean, HistogramBin
 
 FONT_SIZE = 15
 ACCENT = "#e8590c"
+VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"  # what Gradio's frontend bundles
+COUNT_AXIS = alt.Axis(tickMinStep=1, format="d")  # a count of tokens or experts is a whole number
 MUTED = "#9aa5b1"
 
 
 def _styled(chart: alt.Chart) -> alt.Chart:
-    return (
+    styled = (
         chart.configure_axis(labelFontSize=FONT_SIZE - 2, titleFontSize=FONT_SIZE)
         .configure_legend(labelFontSize=FONT_SIZE - 2, titleFontSize=FONT_SIZE)
         .configure_title(fontSize=FONT_SIZE + 1, anchor="start")
         .configure_view(strokeWidth=0)
     )
+    styled["$schema"] = VEGA_LITE_SCHEMA
+    return styled
 
 
 def density_histogram(densities: dict[str, np.ndarray], bins: int = 30) -> alt.Chart:
@@ -51,7 +59,7 @@ def density_histogram(densities: dict[str, np.ndarray], bins: int = 30) -> alt.C
                 title="density (share of tokens where the expert is active)",
                 axis=alt.Axis(format="~%"),
             ),
-            y=alt.Y("experts:Q", title="experts"),
+            y=alt.Y("experts:Q", title="experts", axis=COUNT_AXIS),
             color=alt.Color("group:N", title="group", sort=list(densities)),
             tooltip=["group", alt.Tooltip("density:Q", format=".3~%"), "experts"],
         )
@@ -74,7 +82,7 @@ def weight_histogram(histogram: list[HistogramBin]) -> alt.Chart:
         .encode(
             x=alt.X("low:Q", scale=alt.Scale(type="log", nice=False), title="weight (log scale)"),
             x2="high:Q",
-            y=alt.Y("count:Q", title="tokens"),
+            y=alt.Y("count:Q", title="tokens", axis=COUNT_AXIS),
             y2=alt.datum(0),
             tooltip=[alt.Tooltip("low:Q", format=".3f"), alt.Tooltip("high:Q", format=".3f"), "count:Q"],
         )
@@ -94,7 +102,7 @@ def domain_bars(domain_means: list[DomainMean], specialised_in: str | None) -> a
         .mark_bar()
         .encode(
             y=alt.Y("domain:N", sort="-x", title=None),
-            x=alt.X("mean_weight:Q", title="mean weight over the domain's tokens"),
+            x=alt.X("mean_weight:Q", title="mean weight over the domain's tokens", axis=alt.Axis(format="~g")),
             color=alt.Color("colour:N", scale=None),  # the colour itself (alt.condition is slow to build)
             tooltip=["domain", alt.Tooltip("mean_weight:Q", format=".2e"), "n_tokens:Q"],
         )

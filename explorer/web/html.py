@@ -10,13 +10,15 @@ Shades are CSS variables (`--w` in 0..1) so the colours live in assets/style.css
 import base64
 import html
 import io
+import math
 from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
 
-NEWLINE = "\u21b5"  # ↵
+# How invisible characters are drawn is decided once, beside the labels the index writer makes with it.
+from explorer.index.labels import NEWLINE, visible  # noqa: F401 (NEWLINE: html.NEWLINE for callers)
 
 
 def esc(text) -> str:
@@ -33,9 +35,9 @@ def _shade(value: float, scale: float) -> str:
 
 
 def _piece(text: str, break_lines: bool) -> str:
-    if text == "":
-        return '<span class="tok-partial">\u00b7</span>'
-    shown = esc(text.replace("\n", NEWLINE))
+    if text == "":  # the first bytes of a character that the next token completes
+        return '<span class="tok-partial" title="the first bytes of a character the next token completes"></span>'
+    shown = esc(visible(text, spaces=False))
     if break_lines and "\n" in text:
         shown += "<br>"
     return shown
@@ -97,32 +99,80 @@ def table_html(
     body = []
     for row in rows:
         cells = "".join(
-            f"<td>{expert_link(row[key]) if key == expert_key else esc(fmt(row[key]))}</td>" for key, _, fmt in columns
+            f"<td>{expert_link(row[key]) if key == expert_key else esc(visible(fmt(row[key]), spaces=False))}</td>"
+            for key, _, fmt in columns
         )
         body.append(f'<tr data-expert="{esc(row[expert_key])}">{cells}</tr>')
     return f'<table class="expert-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def percent(value: float) -> str:
-    return f"{value:.3%}" if value < 0.01 else f"{value:.1%}"
+def percent(value: float, digits: int = 3) -> str:
+    """A share as a percentage with `digits` significant digits: 24.7%, 0.306%, 0.00254% (never "0.000%")."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:.0%}"
+    points = 100 * value
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(points))))
+    return f"{points:.{decimals}f}%"
 
 
-def context_rows_html(examples, show_quantile: bool = False) -> str:
-    """Contexts of an expert (explorer.index.Example): weight, highlighted window, domain and source."""
+def chip(text: str, value: str = "", title: str = "") -> str:
+    """A token shown alone (drawn by `visible`), with an optional value beside it."""
+    extra = f'<span class="chip-value">{esc(value)}</span>' if value else ""
+    title_attribute = f' title="{esc(title)}"' if title else ""
+    return f'<span class="chip"{title_attribute}><span class="chip-text">{esc(visible(text))}</span>{extra}</span>'
+
+
+def expert_label(label: str) -> str:
+    """An expert's label beside its id: invisible characters drawn, escaped ("" when it has none)."""
+    return f'<span class="expert-label-inline">{esc(visible(label, spaces=False))}</span>' if label else ""
+
+
+def context_rows_html(
+    examples, show_quantile: bool = False, pieces: Sequence[Sequence[str]] | None = None, shown: int | None = None
+) -> str:
+    """Contexts of an expert (explorer.index.Example): weight, highlighted window, domain and source.
+
+    pieces: the display text of each example's tokens (default: example.tokens); shown: how many rows are
+    open, the rest behind a "show all" control (default: all open).
+    """
     if not examples:
         return notice("No stored contexts for this expert.")
     scale = max(max(e.weights, default=0) for e in examples) or 1.0
     rows = []
-    for example in examples:
+    for k, example in enumerate(examples):
         where = " · ".join(esc(v) for v in (example.domain, example.source_id) if v)
         badge = f"top {example.quantile:.0%}" if show_quantile and example.quantile is not None else ""
+        tokens = pieces[k] if pieces is not None else example.tokens
         rows.append(
             f'<div class="context"><span class="context-weight" title="weight at the highlighted token">'
             f"{example.weight:.3f}</span>"
-            f"{tokens_html(example.tokens, example.weights, scale=scale, focus=example.highlight)}"
+            f"{tokens_html(tokens, example.weights, scale=scale, focus=example.highlight)}"
             f'<span class="context-source">{esc(badge)}{" · " if badge and where else ""}{where}</span></div>'
         )
-    return f'<div class="contexts">{"".join(rows)}</div>'
+    if shown is None or len(rows) <= shown:
+        return f'<div class="contexts">{"".join(rows)}</div>'
+    return (
+        f'<div class="contexts">{"".join(rows[:shown])}</div>'
+        f'<details class="more-contexts"><summary>Show all {len(rows)} top contexts</summary>'
+        f'<div class="contexts">{"".join(rows[shown:])}</div></details>'
+    )
+
+
+def ties_at_top(weights: Sequence[float], kept: int, tolerance: float = 1e-6) -> str:
+    """A notice when several top contexts share the maximum weight ("" when they do not).
+
+    weights: the top contexts' weights, best first; kept: K, the most the index keeps per expert. When all K
+    tie, more places may weigh as much: the notice says "at least".
+    """
+    if not weights:
+        return ""
+    ties = sum(1 for w in weights if weights[0] - w <= tolerance)
+    if ties < 2:
+        return ""
+    count = f"At least {ties}" if ties == len(weights) and len(weights) >= kept else f"{ties}"
+    return notice(
+        f"{count} contexts tie at the maximum weight {weights[0]:.3f}: their order among themselves means nothing."
+    )
 
 
 # -- the E x E map ----------------------------------------------------------------------------------------

@@ -1,13 +1,15 @@
 """Pure pieces of the app: HTML views (escaping, shading, links), charts, the ablation-set text, verdicts."""
 
 import re
+from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 
 from explorer.app import ablation_set
 from explorer.app.tokens import RequestRejected
-from explorer.index.reader import DomainMean, HistogramBin
+from explorer.index.reader import DomainMean, Example, HistogramBin
 from explorer.model.naming import ModelShape
 from explorer.web import charts, html
 from explorer.web.pages import spec_from_event
@@ -38,6 +40,8 @@ def test_tables_link_every_row_to_its_expert():
     out = html.table_html(rows, [("name", "expert", str), ("label", "label", str), ("density", "d", html.percent)])
     assert 'data-expert="G1/5"' in out and 'href="?expert=G1/5"' in out and "25.0%" in out
     assert "<script>" not in out
+    newline_label = html.table_html([{"name": "G1/5", "label": "«\n\t» x"}], [("label", "label", str)])
+    assert "«↵⇥» x" in newline_label  # a label's invisible characters are drawn
     assert "Nothing" in html.table_html([], [], "Nothing found.")
 
 
@@ -64,7 +68,7 @@ def test_panels_and_summary_escape_model_text():
     out = html.continuation_html("Plain", EVIL, EVIL, finished=False, kind="baseline")
     assert "<script>" not in out and "cursor" in out
     summary = html.effect_summary_html(10.0, 25.0, 0.0123, 40, "text")
-    assert "×2.50" in summary and "1.2%" in summary
+    assert "×2.50" in summary and "1.23%" in summary
 
 
 def test_charts_are_valid_vega_lite():
@@ -136,3 +140,119 @@ def test_ablation_size_is_bounded(monkeypatch):
 def test_clicks_name_experts():
     assert spec_from_event({"kind": "cell", "group": 1, "i": 3, "j": 4}) == "G2 (3, 4)"
     assert spec_from_event({"kind": "expert", "value": "G1/5"}) == "G1/5"
+
+
+# -- readable experts (issue 10, item 4) ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "token, shown",
+    [
+        (" the", "␣the"),
+        ("\n", "↵"),
+        ("\n\t\t", "↵⇥⇥"),
+        ("  ", "␣␣"),
+        ("", "∅"),
+        ("\x08\x1b", "⟨BS⟩⟨ESC⟩"),
+        ("\r\n", "⟨CR⟩↵"),
+        ("a\u200bb", "a⟨U+200B⟩b"),
+        ("\u00a0", "⍽"),
+        ("⟨e2⟩⟨80⟩", "⟨e2⟩⟨80⟩"),  # bytes of a partial character (Explorer.token_texts) pass through
+    ],
+)
+def test_tokens_shown_alone_draw_whitespace_and_controls(token, shown):
+    assert html.visible(token) == shown
+
+
+def test_running_text_keeps_spaces_but_draws_the_rest():
+    assert html.visible(" a b\n\x07", spaces=False) == " a b↵⟨BEL⟩"
+    out = html.tokens_html([" x", "\x08", ""], [0.1, 0.2, 0.3])
+    assert "⟨BS⟩" in out and "tok-partial" in out and "\x08" not in out
+
+
+def test_chips_escape_and_draw_tokens():
+    out = html.chip(" <b>", "12")
+    assert "␣&lt;b&gt;" in out and "<b>" not in out and 'class="chip-value">12<' in out
+
+
+def test_labels_beside_ids_are_escaped():
+    assert html.expert_label("") == ""
+    out = html.expert_label("«\n» <i>x</i>")
+    assert "«↵» &lt;i&gt;x&lt;/i&gt;" in out and "<i>" not in out
+
+
+@pytest.mark.parametrize(
+    "share, shown",
+    [
+        (0.247, "24.7%"),
+        (0.00306, "0.306%"),
+        (2.54e-5, "0.00254%"),
+        (1.0, "100%"),
+        (0.5, "50.0%"),
+        (0.0, "0%"),
+        (1.2e-9, "0.000000120%"),
+    ],
+)
+def test_densities_keep_three_significant_digits(share, shown):
+    assert html.percent(share) == shown
+    assert html.percent(share) != "0.000%"
+
+
+def test_count_axes_have_whole_number_ticks():
+    specs = [
+        charts.density_histogram({"G1": np.array([0.01, 0.2])}).to_dict(),
+        charts.weight_histogram([HistogramBin(0.01, 0.1, 3)]).to_dict(),
+    ]
+    for spec in specs:
+        axis = spec["encoding"]["y"]["axis"]
+        assert axis["tickMinStep"] == 1 and axis["format"] == "d"
+
+
+def test_charts_name_the_vega_lite_gradio_draws_them_with():
+    """gr.Plot renders with the Vega-Lite 5 it bundles: a v6 spec makes the browser console warn."""
+    bundled = sorted(Path(gr.__file__).parent.glob("templates/frontend/assets/AltairPlot-*.js"))
+    assert bundled, "Gradio's Altair plot bundle moved: check which Vega-Lite it ships"
+    version = re.search(r"name:`vega-lite`,author:`[^`]*`,version:`(\d+)\.", bundled[0].read_text())
+    assert version, "no Vega-Lite version found in Gradio's Altair bundle"
+    spec = charts.domain_bars([DomainMean("a", 0.2, 5)], None).to_dict()
+    assert spec["$schema"] == charts.VEGA_LITE_SCHEMA
+    assert f"/vega-lite/v{version.group(1)}" in spec["$schema"]
+
+
+# -- contexts that teach (issue 10, item 5) -------------------------------------------------------------------------
+def _example(weight: float, rank: int = 0) -> Example:
+    return Example(
+        0,
+        1,
+        "top",
+        rank,
+        rank,
+        5,
+        weight,
+        "prose",
+        f"doc{rank}",
+        [1, 2, 3],
+        ["a", " b", "c"],
+        [0.0, weight, 0.0],
+        1,
+        None,
+    )
+
+
+def test_ties_at_the_top_are_announced():
+    assert html.ties_at_top([0.9, 0.5], kept=4) == ""
+    assert html.ties_at_top([], kept=4) == ""
+    some = html.ties_at_top([1.0, 1.0, 1.0, 0.4], kept=4)
+    assert "3 contexts tie at the maximum weight 1.000" in some and "At least" not in some
+    every = html.ties_at_top([1.0] * 4, kept=4)
+    assert "At least 4 contexts tie" in every
+    fewer_than_k = html.ties_at_top([0.7] * 3, kept=32)  # the expert fired only 3 times: that is all of them
+    assert "3 contexts tie" in fewer_than_k and "At least" not in fewer_than_k
+
+
+def test_all_contexts_are_reachable_behind_show_all():
+    examples = [_example(1.0 - k / 100, k) for k in range(20)]
+    out = html.context_rows_html(examples, shown=12)
+    assert out.count('class="context"') == 20 and "<details" in out and "Show all 20 top contexts" in out
+    assert out.index("<details") > out.index("doc11") and out.index("<details") < out.index("doc12")
+    assert "<details" not in html.context_rows_html(examples[:12], shown=12)
+    pieces = [["A", "␣B", "C"]] * 20
+    assert "␣B" in html.context_rows_html(examples, pieces=pieces, shown=12)
