@@ -20,10 +20,18 @@ from explorer.app.examples import PageExamples, page_examples
 from explorer.app.expert_output import TokenEffects, token_effects
 from explorer.app.expert_page import ExpertPage, expert_page
 from explorer.app.generation import AblationEffect, GenerationSettings, Limits, compare_on_text, side_by_side
-from explorer.app.inspector import ACTIVE_WEIGHT, PromptInspection, experts_firing_most, inspect_prompt
+from explorer.app.inspector import (
+    ACTIVE_WEIGHT,
+    PromptInspection,
+    TokenWhy,
+    expert_weights_on_text,
+    experts_firing_most,
+    inspect_prompt,
+    why_next_token,
+)
 from explorer.app.loading import AppSettings
 from explorer.app.search import SEARCH_MODES, SearchResult
-from explorer.app.tokens import RequestRejected, encode, token_pieces
+from explorer.app.tokens import RequestRejected, encode, lone_token_texts, token_pieces, window_pieces
 from explorer.index import semantic
 from explorer.index.reader import ExpertIndex, ExpertStats
 from explorer.model.naming import ExpertRef, ModelShape
@@ -39,6 +47,16 @@ class GenerationUpdate:
     finished: bool
     effect: AblationEffect | None
     effect_pieces: list[str]  # display pieces of the scored (baseline) continuation
+
+
+@dataclass(frozen=True)
+class ExpertOnText:
+    """One expert's exact weight at every token of a text (Explorer.expert_on_text)."""
+
+    ref: ExpertRef
+    pieces: list[str]  # display pieces of the text's tokens
+    weights: list[float]  # w_ij at each token
+    index_max_weight: float | None  # its heaviest weight in the index (None: no index)
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,16 @@ class Explorer:
     def pieces(self, ids: list[int]) -> list[str]:
         with self._tokenizer_lock:
             return token_pieces(self.tokenizer, ids)
+
+    def token_texts(self, ids: list[int]) -> list[str]:
+        """Each token as shown alone: part of a multi-byte character shows its bytes (tokens.lone_token_texts)."""
+        with self._tokenizer_lock:
+            return lone_token_texts(self.tokenizer, ids)
+
+    def window_pieces(self, ids: list[int]) -> list[str]:
+        """Display pieces of a window cut out of a longer text (tokens.window_pieces): no replacement marks."""
+        with self._tokenizer_lock:
+            return window_pieces(self.tokenizer, ids)
 
     def decode(self, ids: list[int]) -> str:
         with self._tokenizer_lock:
@@ -163,7 +191,35 @@ class Explorer:
         index = self._need_index()
         return search.search(index, self.shape, self.group_density, query, mode, group, limit)
 
+    def labels(self, experts: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
+        """Labels of many (group, flat id) in one index read; {} without an index, experts never active absent."""
+        return self.index.labels(experts) if self.index is not None else {}
+
+    def expert_on_text(self, ref: ExpertRef, text: str) -> ExpertOnText:
+        """The expert's exact weight at every token of a text (one forward pass)."""
+        ids = self._encode(text, self.limits.max_prompt_tokens, "text")
+        index_max = self.index.stats(ref.group, ref.flat).max_weight if self.index is not None else None
+        return ExpertOnText(ref, self.pieces(ids), expert_weights_on_text(self.model, ids, ref), index_max)
+
     # -- prompt inspector ------------------------------------------------------------------------------------
+    def prompt_ids(self, text: str) -> list[int]:
+        """Token ids of a prompt, within the prompt limit."""
+        return self._encode(text, self.limits.max_prompt_tokens, "prompt")
+
+    def why_next_token(self, token_ids: list[int], position: int, n: int = 10) -> TokenWhy:
+        """Which experts pushed the token after `position` (the text's next token, or the model's top prediction
+        after the last one): each active expert's exact logit contribution along the direct path."""
+        model = self._need_model()
+        if not 0 <= position < len(token_ids):
+            raise RequestRejected(f"Position {position} is outside the text: its tokens are 0..{len(token_ids) - 1}.")
+        if len(token_ids) > self.limits.max_prompt_tokens:
+            raise RequestRejected(
+                f"The text has {len(token_ids):,} tokens: the limit is {self.limits.max_prompt_tokens:,}."
+            )
+        if not 1 <= n <= 100:
+            raise RequestRejected(f"Ask for 1..100 experts each way, not {n}.")
+        return why_next_token(model, list(token_ids), position, None, n)
+
     def inspect(self, text: str, min_weight: float = ACTIVE_WEIGHT) -> PromptInspection:
         ids = self._encode(text, self.limits.max_prompt_tokens, "prompt")
         if not 0 < min_weight <= 1:

@@ -229,3 +229,14 @@ def why_next_token(model, token_ids: list[int], position: int, token_id: int | N
     up = [push for push in reversed(pushes[-n:]) if push.logit > 0]
     down = [push for push in pushes[:n] if push.logit < 0]
     return TokenWhy(position, token_id, float(out.logits[0, position, token_id]), layer_logits, up, down, active)
+
+
+@on_gpu
+@torch.no_grad()
+def expert_weights_on_text(model, token_ids: list[int], ref: ExpertRef) -> list[float]:
+    """One expert's exact weight w_ij = sum_h g1[h, i] g2[h, j] at every token of a text (one forward; the
+    same weight in every layer of its group), with nothing cut below a threshold."""
+    shape = ModelShape.of(model.config)
+    output = model.model(torch.tensor([token_ids], device=model.device), use_cache=False, output_router_probs=True)
+    g1, g2 = (p.float() for p in output.router_probs[shape.group_layers(ref.group)[0]])
+    return (g1[0, :, :, ref.i] * g2[0, :, :, ref.j]).sum(-1).tolist()

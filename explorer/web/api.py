@@ -1,4 +1,4 @@
-"""The named API endpoints (/search, /expert, /inspect, /generate, /perplexity, /top_experts): JSON in, JSON out.
+"""The named API endpoints (/search, /expert, /inspect, /why, /generate, /perplexity, /top_experts): JSON in, JSON out.
 
 Each is a typed function over one Explorer; ui.py registers them with gr.api, so gradio_client and
 plain HTTP get the same answers as the page. Groups are numbered from 1 here (0 = all groups), as in
@@ -34,12 +34,25 @@ def endpoints(explorer: Explorer) -> dict:
         return {"mode": result.mode, "message": result.message, "results": rows}
 
     def expert(expert: str) -> dict:
-        """One expert's page data: stats, top contexts with per-token weights, samples, histogram, domains, siblings."""
-        return explorer.expert_page(explorer.expert_ref(expert)).to_json()
+        """One expert's page data: stats, all its top contexts with per-token weights, samples, histogram, domains,
+        siblings."""
+        return explorer.expert_page(explorer.expert_ref(expert), contexts=None).to_json()
 
     def inspect(text: str, min_weight: float = ACTIVE_WEIGHT, per_group: int = 20) -> dict:
         """Per token of a text, the active experts of every group with their weights and per-head parts."""
         return explorer.inspect(text, min_weight).to_json(per_group)
+
+    def why(text: str, position: int, n: int = 10) -> dict:
+        """Which experts pushed the token after `position` (0-based) of a text: each active expert's exact
+        contribution to that logit along the direct path, the n strongest up and down, with each layer's total."""
+        token_ids = explorer.prompt_ids(text)
+        why = explorer.why_next_token(token_ids, int(position), int(n))
+        labels = explorer.labels([(push.ref.group, push.ref.flat) for push in (*why.up, *why.down)])
+        answer = why.to_json()
+        for key, pushes in (("up", why.up), ("down", why.down)):
+            for row, push in zip(answer[key], pushes, strict=True):
+                row["label"] = labels.get((push.ref.group, push.ref.flat), "")
+        return {**answer, "token": explorer.token_texts([why.token_id])[0]}
 
     def generate(
         prompt: str, ablate: str = "", max_new_tokens: int = 40, temperature: float = 0.0, seed: int = 0
@@ -69,6 +82,7 @@ def endpoints(explorer: Explorer) -> dict:
         "search": search,
         "expert": expert,
         "inspect": inspect,
+        "why": why,
         "generate": generate,
         "perplexity": perplexity,
         "top_experts": top_experts,
@@ -76,4 +90,4 @@ def endpoints(explorer: Explorer) -> dict:
     return {name: api_errors(fn) for name, fn in functions.items()}
 
 
-MODEL_ENDPOINTS = ("inspect", "generate", "perplexity", "top_experts")  # share the model's concurrency limit
+MODEL_ENDPOINTS = ("inspect", "why", "generate", "perplexity", "top_experts")  # share the model's concurrency limit

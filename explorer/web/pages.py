@@ -19,7 +19,7 @@ import gradio as gr
 from explorer.app import ablation_set
 from explorer.app.explorer import SEARCH_MODES, ExpertPage, Explorer
 from explorer.app.generation import GenerationSettings
-from explorer.app.inspector import PromptInspection
+from explorer.app.inspector import ACTIVE_WEIGHT, PromptInspection
 from explorer.app.tokens import RequestRejected
 from explorer.index.reader import ExpertStats, IndexUnavailable
 from explorer.model.naming import group_number
@@ -52,13 +52,25 @@ def _fact(label: str, value) -> str:
     )
 
 
+def shown_path(text: str | None) -> str | None:
+    """A file path as the page shows it: relative to the working directory when inside it, "~/..." inside the
+    home folder, otherwise as given (hub ids and dataset names are not paths and stay as they are)."""
+    if not text or not os.path.isabs(text):
+        return text
+    path = Path(text)
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        if path.is_relative_to(base):
+            return prefix + str(path.relative_to(base)) if path != base else prefix or "."
+    return text
+
+
 def facts_html(explorer: Explorer) -> str:
     facts = explorer.facts()
     model = facts.model
     if model is None:
         return html.notice("No model loaded.", "warning")
     model_rows = [
-        _fact("model", facts.model_id),
+        _fact("model", shown_path(facts.model_id)),
         _fact("decomposition", model.decomposition),
         _fact("layers", model.layers),
         _fact("hidden size", f"{model.hidden_size:,}"),
@@ -86,7 +98,8 @@ def facts_html(explorer: Explorer) -> str:
         rows = [
             _fact("tokens indexed", f"{index.tokens_processed:,}"),
             _fact("documents", f"{index.documents_processed:,}"),
-            _fact("corpus", index.corpus),
+            _fact("index file", shown_path(index.path)),
+            _fact("corpus", shown_path(index.corpus)),
             _fact("domains", ", ".join(index.domains) or "none"),
             _fact("contexts kept per expert", index.top_k),
             _fact("active when weight ≥", index.min_weight),
@@ -131,16 +144,10 @@ def spec_from_event(data: dict) -> str:
 
 
 # -- expert page ------------------------------------------------------------------------------------------
-def _chip(text: str, value: str = "") -> str:
-    shown = html.esc(text.replace("\n", html.NEWLINE).replace(" ", "\u2423")) or "∅"
-    extra = f'<span class="chip-value">{html.esc(value)}</span>' if value else ""
-    return f'<span class="chip"><span class="chip-text">{shown}</span>{extra}</span>'
-
-
 def _expert_header(page: ExpertPage) -> str:
     s, ref = page.stats, page.ref
     layers = f"{page.layers[0]}-{page.layers[-1]}" if len(page.layers) > 1 else f"{page.layers[0]}"
-    label = f'<div class="expert-label">{html.esc(s.label)}</div>' if s.label else ""
+    label = f'<div class="expert-label">{html.esc(html.visible(s.label, spaces=False))}</div>' if s.label else ""
     verdict_kind = "specialised" if page.verdict.specialised_in else "plain"
     facts = (
         f"routing group G{ref.group + 1} = layers {layers} · density {html.percent(s.density)} "
@@ -237,16 +244,29 @@ def expert_view(explorer: Explorer, spec: str) -> dict:
         return {**NO_EXPERT, "status": messages.error_status(error)}
 
 
+CONTEXTS_OPEN = 12  # top contexts shown at first; the rest (up to the index's K) behind "Show all"
+
+
+def _top_contexts_html(explorer: Explorer, page: ExpertPage) -> str:
+    """Every stored top context (the first CONTEXTS_OPEN open), after a notice when several tie at the top."""
+    kept = explorer.index.meta().top_k if explorer.index is not None else len(page.top)
+    ties = html.ties_at_top([e.weight for e in page.top], kept)
+    pieces = [explorer.window_pieces(e.token_ids) for e in page.top]
+    return ties + html.context_rows_html(page.top, pieces=pieces, shown=CONTEXTS_OPEN)
+
+
 def _expert_parts(explorer: Explorer, spec: str) -> dict:
     ref = explorer.expert_ref(spec)
-    page = explorer.expert_page(ref)
+    page = explorer.expert_page(ref, contexts=None)  # all K top contexts: shown behind "Show all", exported
     json_path, csv_path = _export_files(page)
-    top_tokens = "".join(_chip(t.token, str(t.count)) for t in page.top_tokens)
+    token_texts = explorer.token_texts([t.token_id for t in page.top_tokens])
+    top_tokens = "".join(html.chip(text, str(t.count)) for text, t in zip(token_texts, page.top_tokens, strict=True))
+    samples = [explorer.window_pieces(e.token_ids) for e in page.samples]
     return {
         "name": str(ref),
         "header": _expert_header(page),
-        "contexts": html.context_rows_html(page.top),
-        "samples": html.context_rows_html(page.samples, show_quantile=True),
+        "contexts": _top_contexts_html(explorer, page),
+        "samples": html.context_rows_html(page.samples, show_quantile=True, pieces=samples),
         "histogram": charts.weight_histogram(page.histogram),
         "domains": charts.domain_bars(page.domains, page.verdict.specialised_in) if page.domains else None,
         "top_tokens": f'<div class="chips">{top_tokens}</div>' if top_tokens else html.notice("No top tokens."),
@@ -272,10 +292,12 @@ def expert_extras(explorer: Explorer, name: str) -> tuple[str, str]:
 
 def _expert_extras(explorer: Explorer, name: str) -> tuple[str, str]:
     ref = explorer.expert_ref(name)
-    effects, promoted, suppressed = explorer.token_effects(ref)
+    effects, _, _ = explorer.token_effects(ref)
     if effects.contexts:
-        up = "".join(_chip(t, f"{v:+.3g}") for t, (_, v) in zip(promoted, effects.promoted, strict=True))
-        down = "".join(_chip(t, f"{v:+.3g}") for t, (_, v) in zip(suppressed, effects.suppressed, strict=True))
+        promoted = explorer.token_texts([t for t, _ in effects.promoted])
+        suppressed = explorer.token_texts([t for t, _ in effects.suppressed])
+        up = "".join(html.chip(t, f"{v:+.3g}") for t, (_, v) in zip(promoted, effects.promoted, strict=True))
+        down = "".join(html.chip(t, f"{v:+.3g}") for t, (_, v) in zip(suppressed, effects.suppressed, strict=True))
         effects_html = (
             f'<div class="effects"><div><h4>Promotes</h4><div class="chips chips-up">{up}</div></div>'
             f'<div><h4>Suppresses</h4><div class="chips chips-down">{down}</div></div></div>'
@@ -331,15 +353,17 @@ def inspector_tokens_html(inspection: PromptInspection, selected: int | None) ->
 
 
 def token_experts_html(explorer: Explorer, inspection: PromptInspection, t: int) -> str:
+    by_group = [inspection.experts_at(t, g) for g in range(inspection.shape.num_groups)]
+    labels = explorer.labels([(e.group, e.expert) for experts in by_group for e in experts[:EXPERTS_SHOWN_PER_GROUP]])
     columns = []
-    for g in range(inspection.shape.num_groups):
-        experts = inspection.experts_at(t, g)
+    for g, experts in enumerate(by_group):
         layers = inspection.shape.group_layers(g)
         heaviest = experts[0].weight if experts else 1.0
         rows = "".join(
             f'<div class="active-expert" data-expert="{html.esc(e.name)}">{html.expert_link(e.name)}'
             f'<span class="bar" style="--w:{e.weight / heaviest:.3f}"></span>'
-            f'<span class="weight">{e.weight:.3f}</span><span class="heads">{html.esc(e.heads_text())}</span></div>'
+            f'<span class="weight">{e.weight:.3f}</span><span class="heads">{html.esc(e.heads_text())}</span>'
+            f"{html.expert_label(labels.get((e.group, e.expert), ''))}</div>"
             for e in experts[:EXPERTS_SHOWN_PER_GROUP]
         )
         more = len(experts) - EXPERTS_SHOWN_PER_GROUP
@@ -349,7 +373,8 @@ def token_experts_html(explorer: Explorer, inspection: PromptInspection, t: int)
             f"{len(experts)} active</h4>{rows or html.notice('none above the threshold')}</div>"
         )
     return (
-        f'<div class="token-experts"><div class="token-title">Token {t}: {_chip(inspection.tokens[t])} · '
+        f'<div class="token-experts"><div class="token-title">Token {t}: '
+        f"{html.chip(explorer.token_texts([inspection.token_ids[t]])[0])} · "
         f"weight ≥ {inspection.min_weight:g}, heads carrying it</div>"
         f'<div class="group-columns">{"".join(columns)}</div></div>'
     )
@@ -373,6 +398,78 @@ def token_view(explorer: Explorer, inspection: PromptInspection | None, t: int) 
     return inspector_tokens_html(inspection, t), token_experts_html(explorer, inspection, t), gr.skip()
 
 
+def busiest_token(inspection: PromptInspection) -> int:
+    """The token with the most active experts: the one the inspector opens on."""
+    return int(inspection.active_counts().sum(1).argmax())
+
+
+def why_view(explorer: Explorer, inspection: PromptInspection | None, t: int | None) -> str:
+    """Which experts pushed the token after token t (None: the busiest). Never raises: a failure is said in place."""
+    if inspection is None:
+        return ""
+    try:
+        t = busiest_token(inspection) if t is None else t
+        return why_html(explorer, inspection, explorer.why_next_token(inspection.token_ids, t))
+    except Exception as error:
+        return messages.error_status(error)
+
+
+def _pushes_html(pushes, labels: dict, empty: str) -> str:
+    if not pushes:
+        return html.notice(empty)
+    strongest = max(abs(push.logit) for push in pushes) or 1.0
+    return "".join(
+        f'<div class="active-expert push" data-expert="{html.esc(push.ref)}">{html.expert_link(str(push.ref))}'
+        f'<span class="bar" style="--w:{abs(push.logit) / strongest:.3f}"></span>'
+        f'<span class="weight" title="its push on the logit">{push.logit:+.3f}</span>'
+        f'<span class="heads" title="its weight at the token">weight {push.weight:.3f}</span>'
+        f"{html.expert_label(labels.get((push.ref.group, push.ref.flat), ''))}</div>"
+        for push in pushes
+    )
+
+
+def why_html(explorer: Explorer, inspection: PromptInspection, why) -> str:
+    """The experts that pushed one next-token logit up and down (explorer.app.inspector.TokenWhy)."""
+    token = explorer.token_texts([why.token_id])[0]
+    after_text = why.position + 1 >= len(inspection.token_ids)
+    which = "the model's top prediction after the text" if after_text else "the text's next token"
+    labels = explorer.labels([(push.ref.group, push.ref.flat) for push in (*why.up, *why.down)])
+    layers = " · ".join(f"L{layer} {logit:+.2f}" for layer, logit in enumerate(why.layer_logits))
+    return (
+        f'<div class="why"><div class="token-title">Why {html.chip(token)} after token {why.position}? '
+        f"({which}; its logit {why.logit:.2f})</div>"
+        f'<div class="group-columns"><div class="group-column"><h4>Pushed it up</h4>'
+        f"{_pushes_html(why.up, labels, 'No expert pushed it up.')}</div>"
+        f'<div class="group-column"><h4>Pushed it down</h4>'
+        f"{_pushes_html(why.down, labels, 'No expert pushed it down.')}</div></div>"
+        f'<p class="hint">Each of the {why.experts:,} active experts pushes this logit by its exact output at the '
+        f"token, read through the final norm and the unembedding (the direct path), summed over the layers of its "
+        f"group. Each layer's experts together: {html.esc(layers)}. Attention and what later layers make of an "
+        f"expert's output are not counted.</p></div>"
+    )
+
+
+@reports_errors("")
+def expert_test_view(explorer: Explorer, name: str, text: str) -> tuple[str, str]:
+    """The opened expert's exact weight on each token of a pasted text, then the status line."""
+    if not name:
+        raise RequestRejected("Open an expert first, then test it on your text.")
+    tested = explorer.expert_on_text(explorer.expert_ref(name), text)
+    weights = tested.weights
+    heaviest = max(range(len(weights)), key=weights.__getitem__)
+    threshold = explorer.index.meta().min_weight if explorer.index is not None else ACTIVE_WEIGHT
+    active = sum(1 for w in weights if w >= threshold)
+    reference = tested.index_max_weight or 0.0
+    scale = max(reference, weights[heaviest], 1e-9)
+    summary = (
+        f"{tested.ref} is active (weight ≥ {threshold:g}) on {active} of {len(weights)} tokens; its heaviest weight "
+        f"here is {weights[heaviest]:.3f}, at token {heaviest} “{html.visible(tested.pieces[heaviest])}”."
+        + (f" Full colour = {scale:.3f}, its heaviest weight in the index." if scale == reference else "")
+    )
+    tokens = html.tokens_html(tested.pieces, weights, scale=scale, label=lambda t, w: f"weight {w:.4f}")
+    return f'<div class="expert-test">{html.notice(summary)}{tokens}</div>', ""
+
+
 def stale_status(results, message: str):
     """The status line once an input changed after a run (`results` not empty): the page dims the stale results."""
     return messages.status(message, "stale") if results else gr.skip()
@@ -382,9 +479,33 @@ def stale_status(results, message: str):
 def ablation_summary(explorer: Explorer, text: str) -> str:
     """The switched-off set in words: the status line beside its box (a failure names the wrong item)."""
     try:
-        return messages.status(explorer.resolve_ablation(text).summary())
+        resolved = explorer.resolve_ablation(text)
+        return messages.status(resolved.summary()) + _named_experts_html(explorer, resolved.items)
     except Exception as error:
         return messages.error_status(error)
+
+
+NAMED_EXPERTS_SHOWN = 12
+
+
+def _named_experts_html(explorer: Explorer, items: list[str]) -> str:
+    """The single experts named in a set (not rows, columns or domains), each with its label."""
+    refs = []
+    for item in items:
+        try:
+            refs.append(explorer.expert_ref(item))
+        except RequestRejected:  # a row, a column, a domain or one layer's expert: no single label
+            continue
+    if not refs:
+        return ""
+    labels = explorer.labels([(ref.group, ref.flat) for ref in refs[:NAMED_EXPERTS_SHOWN]])
+    named = "".join(
+        f"<li><code>{html.esc(ref)}</code>{html.expert_label(labels.get((ref.group, ref.flat), ''))}</li>"
+        for ref in refs[:NAMED_EXPERTS_SHOWN]
+    )
+    more = len(refs) - NAMED_EXPERTS_SHOWN
+    named += f'<li class="hint">… and {more} more</li>' if more > 0 else ""
+    return f'<ul class="named-experts">{named}</ul>'
 
 
 def add_to_set(text: str, items: list[str]) -> str:
@@ -404,7 +525,7 @@ def add_line(explorer: Explorer, text: str, group: int, side: str, number: float
 @reports_errors(gr.skip())
 def add_expert(explorer: Explorer, text: str, spec: str) -> tuple[str, str]:
     ref = explorer.expert_ref(spec)
-    added = messages.status(f"{ref} is switched off (in every layer of G{ref.group + 1}): see the Switch off tab.")
+    added = messages.status(f"{ref} is in the switched-off set (every layer of G{ref.group + 1}).")
     return add_to_set(text, [str(ref)]), added
 
 
