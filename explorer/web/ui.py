@@ -66,7 +66,7 @@ def build(
         expert.open_on_clicks(
             ctx,
             expert_tab,
-            (*overview_tab.clickables, search_tab.results, inspector_tab.token_experts),
+            (*overview_tab.clickables, search_tab.results, inspector_tab.token_experts, inspector_tab.token_why),
         )
         expert.open_on(
             ctx,

@@ -78,9 +78,10 @@ def test_search_open_switch_off_generate(page, app_url):
     expect(page).to_have_url(re.compile(rf"\?expert={re.escape(name)}"))
     shot(page, "2-expert")
 
-    page.locator("#switch-off").click()
-    open_tab(page, "Switch off")
+    page.locator("#switch-off").click()  # moves to the Switch-off tab with the expert in the set
+    expect(page.get_by_role("tab", name="Switch off")).to_have_attribute("aria-selected", "true")
     expect(page.locator("#ablation-set textarea")).to_have_value(name)
+    expect(page.locator("#ablation-summary .named-experts")).to_contain_text(name)  # with its label beside it
     page.locator("#ablation-set textarea").fill(f"{name}, G1 (3, *)")
     expect(page.locator("#ablation-summary")).to_contain_text("17 experts switched off")
     page.locator("#prompt textarea").fill("The quick brown fox")
@@ -330,3 +331,149 @@ def test_stale_results_are_marked_and_stop_leaves_a_stopped_state(page, app_url,
     expect(page.locator("#effect .effect-summary")).to_have_count(0)
     assert page.locator("#baseline .continuation").inner_text()  # what it wrote before Stop stays
     shot(page, "12-stopped")
+
+
+# -- navigation (issue 10, item 6) -----------------------------------------------------------------------------------
+def test_an_ablation_link_runs_on_load(page, app_url):
+    from playwright.sync_api import expect
+
+    page.goto(f"{app_url}?ablate=G1%20(3,%20*)&prompt=The%20quick%20brown%20fox")
+    expect(page.get_by_role("tab", name="Switch off")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#effect .effect-summary")).to_be_visible()  # nobody pressed Generate
+    expect(page.locator("#generate-status")).to_contain_text("Done")
+    assert page.locator("#baseline .continuation").inner_text() and page.locator("#ablated .continuation").inner_text()
+    expect(page.locator("#baseline .prompt-text")).to_have_text("The quick brown fox")
+    shot(page, "13-ablation-link")
+
+
+def header_top(page) -> float:
+    return page.evaluate("document.getElementById('expert-header').getBoundingClientRect().top")
+
+
+def test_back_returns_to_the_previous_expert_and_opening_scrolls_to_it(page, app_url):
+    from playwright.sync_api import expect
+
+    page.goto(app_url)
+    open_tab(page, "Search")
+    page.locator("#search-query textarea").fill("quick")
+    page.locator("#search-button").click()
+    first_row = page.locator("#search-results tbody tr").first
+    first = first_row.get_attribute("data-expert")
+    first_row.click()
+    expect(page.locator("#expert-header .expert-name")).to_have_text(first)
+    expect(page).to_have_url(re.compile(rf"\?expert={re.escape(first)}$"))
+
+    sibling = page.locator("#expert-siblings tbody tr").last  # far down the page
+    second = sibling.get_attribute("data-expert")
+    sibling.scroll_into_view_if_needed()
+    sibling.click()
+    expect(page.locator("#expert-header .expert-name")).to_have_text(second)
+    expect(page).to_have_url(re.compile(rf"\?expert={re.escape(second)}$"))
+    page.wait_for_timeout(300)
+    assert -2 <= header_top(page) < 120, "opening an expert brings its header to the top"
+
+    page.go_back()
+    expect(page.locator("#expert-header .expert-name")).to_have_text(first)
+    expect(page).to_have_url(re.compile(rf"\?expert={re.escape(first)}$"))
+    page.go_back()  # before the first expert: the Search tab it came from
+    expect(page.get_by_role("tab", name="Search")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#search-results tbody tr").first).to_be_visible()
+    page.go_forward()
+    expect(page.locator("#expert-header .expert-name")).to_have_text(first)
+    expect(page.get_by_role("tab", name="Expert")).to_have_attribute("aria-selected", "true")
+    assert app_url.rstrip("/") in page.url  # Back never left the app
+
+
+def test_a_deep_link_adds_no_history_entry(page, app_url):
+    from playwright.sync_api import expect
+
+    page.goto(f"{app_url}?expert=G1%20(1,%201)")  # the (i, j) form: the address becomes the expert's name
+    expect(page.locator("#expert-header .expert-name")).to_have_text("G1/17")
+    expect(page).to_have_url(re.compile(r"\?expert=G1/17$"))
+    page.go_back()  # the link was one entry: Back leaves the app
+    expect(page).to_have_url("about:blank")
+
+
+# -- readable experts, contexts that teach (issue 10, items 4 and 5) --------------------------------------------------
+def test_expert_page_ties_show_all_test_on_text_and_a_quiet_console(page, app_url, explorer, monkeypatch):
+    from playwright.sync_api import expect
+
+    from explorer.web import pages
+
+    group, expert = explorer.index.rows(
+        """SELECT grp, expert FROM examples e WHERE kind = 'top' AND weight = (SELECT max(weight) FROM examples x
+           WHERE x.grp = e.grp AND x.expert = e.expert AND x.kind = 'top')
+           GROUP BY grp, expert HAVING count(*) >= 2 ORDER BY count(*) DESC, grp, expert LIMIT 1"""
+    )[0]
+    name = explorer.index.expert_name(group, expert)
+    kept = len(explorer.index.top_examples(group, expert))
+    monkeypatch.setattr(pages, "CONTEXTS_OPEN", 1)  # the tiny index keeps 4 contexts: open 1, the rest behind
+    console = []
+    page.on("console", lambda message: console.append(message.text))
+    page.goto(f"{app_url}?expert={name}")
+    expect(page.locator("#expert-header .expert-name")).to_have_text(name)
+    expect(page.locator("#expert-contexts .notice")).to_contain_text("contexts tie at the maximum weight")
+    contexts = page.locator("#expert-contexts .context")
+    expect(contexts).to_have_count(kept)
+    expect(contexts.nth(1)).to_be_hidden()
+    page.get_by_text(f"Show all {kept} top contexts").click()
+    expect(contexts.nth(kept - 1)).to_be_visible()
+    expect(page.locator("#expert-top-tokens .chip").first).to_be_visible()
+    expect(page.locator("#expert-effects .chip").first).to_be_visible()
+    assert "\ufffd" not in page.locator("#expert-contexts").inner_text()
+
+    page.get_by_text("Test this expert on your own text").click()
+    typed = "<b id=pwn>x</b><img src=x onerror=__pwned=1> The fox"  # within the tests' 64-token limit
+    page.locator("#expert-test-text textarea").fill(typed)
+    page.locator("#expert-test").click()
+    expect(page.locator("#expert-test-result .notice")).to_contain_text(f"{name} is active (weight ≥ 0.01) on")
+    expect(page.locator("#expert-test-result .tok").first).to_be_visible()
+    expect(page.locator("#expert-test-result .tokens")).to_have_text(typed)
+    assert_inert(page)
+    page.wait_for_timeout(500)  # the charts are drawn
+    shot(page, "14-expert-ties-show-all-test")
+    assert not [text for text in console if "Vega" in text], console
+
+
+def test_labels_sit_beside_expert_ids(page, app_url):
+    from playwright.sync_api import expect
+
+    page.goto(app_url)
+    open_tab(page, "Search")
+    page.locator("#search-query textarea").fill("quick")
+    page.locator("#search-button").click()
+    row = page.locator("#search-results tbody tr").first
+    expect(row).to_be_visible()
+    assert row.locator("td").nth(1).inner_text().strip()  # the label column of the first result
+    density = row.locator("td").nth(2).inner_text()
+    assert density != "0.000%" and re.fullmatch(r"[0-9.]+%", density)
+
+    open_tab(page, "Switch off")
+    page.locator("#ablation-set textarea").fill("G1/17, G2 (1, 2), G1 (3, *)")
+    named = page.locator("#ablation-summary .named-experts li")
+    expect(named).to_have_count(2)
+    expect(named.first).to_contain_text("G1/17")
+
+
+# -- the inspector: analysed on first open, why this token (issue 10 item 6, issue 11 item 6) --------------------------
+def test_inspector_opens_analysed_and_says_why_a_token_comes_next(page, app_url):
+    from playwright.sync_api import expect
+
+    page.goto(app_url)
+    open_tab(page, "Inspector")  # no click on Inspect: its example is analysed on first open
+    tokens = page.locator("#inspect-tokens [data-token]")
+    expect(tokens.first).to_be_visible()
+    expect(page.locator("#token-experts .expert-label-inline").first).to_be_visible()  # labels beside ids
+    expect(page.locator("#token-why")).to_contain_text("Why")
+    tokens.nth(1).click()
+    expect(page.locator("#token-why .token-title")).to_contain_text("after token 1")
+    expect(page.locator("#token-why")).to_contain_text("Pushed it up")
+    expect(page.locator("#token-why")).to_contain_text("Pushed it down")
+    shot(page, "15-inspector-why")
+    link = page.locator("#token-why .expert-link").first
+    name = link.inner_text()
+    link.click()
+    expect(page.locator("#expert-header .expert-name")).to_have_text(name)
+    page.go_back()  # back to the inspector it came from, its analysis still there
+    expect(page.get_by_role("tab", name="Inspector")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#token-why .token-title")).to_contain_text("after token 1")

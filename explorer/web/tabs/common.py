@@ -39,6 +39,10 @@ element.addEventListener('mousemove', (event) => {
 });
 """
 
+# A handler that may take over a second takes `progress=PROGRESS` and says what it is doing (gr.Progress as the
+# default marks the parameter; Gradio hands each call a tracker of its own request).
+PROGRESS = gr.Progress()
+
 # Events that only mark results as stale while the user types: no queue, no spinner, the latest keystroke wins.
 QUIET_EVENT = {"queue": False, "show_progress": "hidden", "trigger_mode": "always_last", "api_visibility": "private"}
 

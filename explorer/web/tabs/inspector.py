@@ -1,5 +1,7 @@
 """The Inspector tab: the active experts of every token of a text (click a token to list them, an expert to open
-it), and a button that switches off the experts firing most on the text (see switch_off.connect)."""
+it), why the model expects the token after it (the experts that pushed that logit up and down), and a button that
+switches off the experts firing most on the text (see switch_off.connect). It shows its example text analysed the
+first time it is opened."""
 
 from dataclasses import dataclass
 
@@ -7,7 +9,7 @@ import gradio as gr
 
 from explorer.app.inspector import ACTIVE_WEIGHT
 from explorer.web import pages
-from explorer.web.tabs.common import QUIET_EVENT, Context, clickable, status_line
+from explorer.web.tabs.common import PROGRESS, QUIET_EVENT, Context, clickable, status_line
 
 
 @dataclass(frozen=True)
@@ -16,12 +18,14 @@ class InspectorTab:
     status: gr.HTML
     firing_off: gr.Button
     token_experts: gr.HTML  # a click on an expert opens it
+    token_why: gr.HTML  # a click on an expert opens it
 
 
 def build(ctx: Context) -> InspectorTab:
     explorer = ctx.explorer
-    with gr.Tab("Inspector", id="inspect"):
+    with gr.Tab("Inspector", id="inspect") as tab:
         inspection = gr.State()
+        selected = gr.State()  # the token clicked last (a State outside a Tab would become a tab of its own)
         with gr.Row(equal_height=True):
             text = gr.Textbox(
                 label="text", lines=3, scale=4, elem_id="inspect-text", value="City and County of San Francisco"
@@ -32,25 +36,62 @@ def build(ctx: Context) -> InspectorTab:
                 firing_off = gr.Button("Switch off the 20 experts firing most on it", size="sm", elem_id="firing-off")
         status = status_line("inspect-status")
         gr.Markdown(
-            "Shade = number of active experts at the token. **Click a token** to list them; click an expert to open it."
+            "Shade = number of active experts at the token. **Click a token** to list them and to see which experts "
+            "pushed the token after it; click an expert to open it."
         )
         tokens = clickable(elem_id="inspect-tokens")
-        token_experts = clickable(elem_id="token-experts")
+        with gr.Row():
+            with gr.Column(scale=3):
+                token_experts = clickable(elem_id="token-experts")
+            with gr.Column(scale=2):
+                token_why = clickable(elem_id="token-why")
 
-    gr.on(
+    def run_inspection(value, weight, progress=PROGRESS):
+        progress(0, desc="Running the model on the text…")
+        return pages.inspect_view(explorer, value, weight)
+
+    def why_busiest(state, progress=PROGRESS):
+        if state is not None:
+            progress(0, desc="Reading which experts pushed the next token…")
+        return pages.why_view(explorer, state, None)
+
+    inspected = gr.on(
         [inspect_button.click, text.submit],
-        lambda value, weight: pages.inspect_view(explorer, value, weight),
+        run_inspection,
         [text, threshold],
         [inspection, tokens, token_experts, status],
         **ctx.model_events,
     )
+    inspected.then(why_busiest, inspection, token_why, **ctx.model_events)
+
+    # The first time the tab opens, its example is analysed (a page load that never visits it costs nothing).
+    def first_look(state, value, weight, progress=PROGRESS):
+        if state is not None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return run_inspection(value, weight, progress)
+
+    def why_if_missing(state, shown):
+        return gr.skip() if shown else pages.why_view(explorer, state, None)
+
+    tab.select(
+        first_look, [inspection, text, threshold], [inspection, tokens, token_experts, status], **ctx.model_events
+    ).then(why_if_missing, [inspection, token_why], token_why, **ctx.model_events)
 
     def pick_token(state, evt: gr.EventData):
         if evt._data.get("kind") != "token":
-            return gr.skip(), gr.skip(), gr.skip()
-        return pages.token_view(explorer, state, int(evt._data["value"]))
+            return gr.skip(), gr.skip(), gr.skip(), None
+        t = int(evt._data["value"])
+        return *pages.token_view(explorer, state, t), t
 
-    tokens.select(pick_token, inspection, [tokens, token_experts, status], api_visibility="private")
+    def why_selected(state, t, progress=PROGRESS):
+        if t is None:
+            return gr.skip()
+        progress(0, desc="Reading which experts pushed the next token…")
+        return pages.why_view(explorer, state, t)
+
+    tokens.select(pick_token, inspection, [tokens, token_experts, status, selected], api_visibility="private").then(
+        why_selected, [inspection, selected], token_why, **ctx.model_events
+    )
     gr.on(
         [text.input, threshold.input],
         lambda state: pages.stale_status(
@@ -60,4 +101,4 @@ def build(ctx: Context) -> InspectorTab:
         status,
         **QUIET_EVENT,
     )
-    return InspectorTab(text, status, firing_off, token_experts)
+    return InspectorTab(text, status, firing_off, token_experts, token_why)

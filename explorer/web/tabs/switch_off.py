@@ -207,7 +207,21 @@ def build(ctx: Context, presets: Sequence[Preset] = (), start_here: gr.HTML | No
             gr.Tabs(selected="ablate") if opens_this_tab else gr.skip(),
         )
 
-    ctx.blocks.load(from_url, None, [ablation_box, prompt, ctx.tabs], api_visibility="private")
+    def run_linked(request: gr.Request, text, ablation_text, n, temp, seed_value):
+        """A link with ?ablate= runs on load, as if Generate were pressed (an expert link opens the expert)."""
+        params = request.query_params if request else {}
+        if params.get("ablate") and not params.get("expert"):
+            yield from pages.generate_view(explorer, text, ablation_text, n, temp, seed_value)
+        else:
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+
+    linked = ctx.blocks.load(from_url, None, [ablation_box, prompt, ctx.tabs], api_visibility="private").then(
+        run_linked,
+        [prompt, ablation_box, max_new, temperature, seed],
+        [baseline, ablated, effect, run, generate_status],
+        **ctx.model_events,
+    )
+    stop.click(None, None, None, cancels=[linked])
     return SwitchOffTab(ablation_box)
 
 
@@ -215,10 +229,17 @@ def connect(ctx: Context, tab: SwitchOffTab, expert: ExpertTab, inspector: Inspe
     """The buttons of other tabs that add to the set; their messages go to their own tab's status line."""
     explorer = ctx.explorer
 
+    def switch_off_expert(text, name):
+        """Add the expert on show and move to this tab; a bad name is said beside the expert box."""
+        new_set, status = pages.add_expert(explorer, text, name)
+        if isinstance(status, messages.ErrorNotice):
+            return new_set, status, gr.skip()
+        return new_set, status, gr.Tabs(selected="ablate")
+
     expert.switch_off.click(
-        lambda text, name: pages.add_expert(explorer, text, name),
+        switch_off_expert,
         [tab.ablation_box, expert.spec],
-        [tab.ablation_box, expert.status],
+        [tab.ablation_box, expert.status, ctx.tabs],
         api_visibility="private",
     )
 
