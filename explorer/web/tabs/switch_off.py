@@ -13,7 +13,7 @@ import gradio as gr
 
 from explorer.app.presets import Preset
 from explorer.web import first_minute, messages, pages
-from explorer.web.tabs.common import QUIET_EVENT, Context, status_line, url_js
+from explorer.web.tabs.common import PROGRESS, QUIET_EVENT, Context, status_line, url_js
 from explorer.web.tabs.expert import ExpertTab
 from explorer.web.tabs.inspector import InspectorTab
 
@@ -112,8 +112,13 @@ def build(ctx: Context, presets: Sequence[Preset] = (), start_here: gr.HTML | No
         [ablation_box, add_status],
         **ctx.index_events,
     )
+
+    def add_pasted_experts(text, pasted_text, n, progress=PROGRESS):
+        progress(0, desc="Running the model on the text…")
+        return pages.add_firing(explorer, text, pasted_text, n)
+
     add_pasted.click(
-        lambda text, p, n: pages.add_firing(explorer, text, p, n),
+        add_pasted_experts,
         [ablation_box, pasted, how_many],
         [ablation_box, add_status],
         **ctx.model_events,
@@ -160,8 +165,13 @@ def build(ctx: Context, presets: Sequence[Preset] = (), start_here: gr.HTML | No
     stop.click(None, None, None, cancels=[generating, *preset_runs]).then(
         pages.stopped_view, run, [baseline, ablated, effect, generate_status], api_visibility="private"
     )
+
+    def measure_text_effect(text, ablation_text, progress=PROGRESS):
+        progress(0, desc="Running the model on the text, with and without…")
+        return pages.measure_view(explorer, text, ablation_text)
+
     measure.click(
-        lambda text, ablation_text: pages.measure_view(explorer, text, ablation_text),
+        measure_text_effect,
         [measure_text, ablation_box],
         [measured, measure_status],
         **ctx.model_events,
