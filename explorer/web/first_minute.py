@@ -16,13 +16,17 @@ from explorer.model.naming import group_name
 from explorer.web import html, messages, pages
 from explorer.web.messages import reports_errors
 
-# A click on a preset button reports which one (a `click` event with {preset: n}); nothing else in the row reacts.
+# A click on a preset button reports which one (a `click` event with {preset: n}) and marks it as the one on show;
+# nothing else in the row reacts.
 PRESET_JS = """
 element.addEventListener('click', (event) => {
   const button = event.target.closest('button[data-preset]');
-  if (button) trigger('click', {preset: +button.dataset.preset});
+  if (!button) return;
+  element.querySelectorAll('button[data-preset]').forEach((b) => b.classList.toggle('preset-active', b === button));
+  trigger('click', {preset: +button.dataset.preset});
 });
 """
+RUN_MARK = '<span class="preset-run" aria-hidden="true"> ▶</span>'  # says that a click runs it
 CONTROL_SHOWN_CHARS = 70  # the control text is quoted this far under its figure
 
 
@@ -97,7 +101,7 @@ def presets_html(presets: Sequence[Preset], keys: bool = False, lead: str = "") 
         buttons.append(
             f'<button class="preset" type="button" data-preset="{number}" '
             f'title="{html.esc(f"{preset.why} (switches off {preset.ablate})")}">'
-            f'<span class="preset-title">{key}{html.esc(preset.title)}</span>'
+            f'<span class="preset-title">{key}{html.esc(preset.title)}{RUN_MARK}</span>'
             f'<span class="preset-why">{html.esc(preset.why)}</span></button>'
         )
     return f'<div class="presets">{"".join(buttons)}</div>'
