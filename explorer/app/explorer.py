@@ -252,7 +252,8 @@ class Explorer:
         for update in side_by_side(model, prompt_ids, ablation, settings):
             pieces = []
             if update.effect is not None:
-                pieces = self.pieces(prompt_ids + update.baseline_ids)[len(prompt_ids) :]
+                # window_pieces: bytes the model wrote that make no character show as bytes, not as U+FFFD
+                pieces = self.window_pieces(prompt_ids + update.baseline_ids)[len(prompt_ids) :]
             yield GenerationUpdate(
                 self.decode(update.baseline_ids),
                 self.decode(update.ablated_ids),

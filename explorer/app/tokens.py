@@ -95,8 +95,8 @@ def lone_token_texts(tokenizer, ids: list[int]) -> list[str]:
 
 
 def window_pieces(tokenizer, ids: list[int]) -> list[str]:
-    """token_pieces for a window cut out of a longer text: it may start inside a character, whose trailing
-    bytes then show as bytes; any piece the decoder cannot write shows the token alone (lone_token_texts)."""
+    """token_pieces for a window cut out of a longer text (or written by a model): bytes that make no whole
+    character inside it (a character cut at either end, or invalid UTF-8) show as bytes (lone_token_texts)."""
     lone = lone_token_texts(tokenizer, ids)
     start = 0
     while start < len(ids):
@@ -105,4 +105,16 @@ def window_pieces(tokenizer, ids: list[int]) -> list[str]:
             break
         start += 1
     pieces = lone[:start] + token_pieces(tokenizer, ids[start:])
-    return [lone[k] if REPLACEMENT in piece else piece for k, piece in enumerate(pieces)]
+    waiting: list[int] = []  # tokens that gave "" (the first bytes of a character) since the last clean piece
+    for k, piece in enumerate(pieces):
+        if piece == "":
+            waiting.append(k)
+        elif REPLACEMENT in piece:  # bytes that make no character: this token and those before it show their bytes
+            for w in [*waiting, k]:
+                pieces[w] = lone[w]
+            waiting = []
+        else:
+            waiting = []
+    for w in waiting:  # cut at the end: the rest of the character lies beyond
+        pieces[w] = lone[w]
+    return pieces

@@ -31,6 +31,17 @@ def test_windows_join_characters_and_show_cut_ones_as_bytes(explorer):
             assert len(pieces) == end - start and not any(REPLACEMENT in piece for piece in pieces)
 
 
+def test_bytes_a_model_writes_that_make_no_character_show_as_bytes(explorer):
+    ids = explorer.prompt_ids("a—b")
+    lone = explorer.token_texts(ids)
+    cut = [k for k, text in enumerate(lone) if text.startswith("⟨")]
+    assert len(cut) >= 2, "the fixture tokenizer should split the dash over tokens"
+    broken = [token_id for k, token_id in enumerate(ids) if k != cut[-1]]  # its last byte never comes
+    pieces = explorer.window_pieces(broken)
+    assert not any(REPLACEMENT in piece for piece in pieces)
+    assert "".join(pieces) == "a" + "".join(lone[k] for k in cut[:-1]) + "b"
+
+
 class ByteFallbackTokenizer:
     """The part of a SentencePiece tokenizer with byte fallback that token_bytes reads: "<0xE2>" pieces."""
 
