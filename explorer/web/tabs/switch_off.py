@@ -84,6 +84,7 @@ def build(ctx: Context, presets: Sequence[Preset] = (), start_here: gr.HTML | No
             ablated = gr.HTML(elem_id="ablated")
         effect = gr.HTML(elem_id="effect")
         run = gr.State()  # the generation on show (pages.GenerationRun), for Stop
+        chosen = gr.State()  # the preset number of the last click (states live in their tab: see inspector.py)
         with gr.Accordion("Perplexity of a given text, with and without", open=True):
             measure_text = gr.Textbox(
                 label="text",
@@ -135,9 +136,8 @@ def build(ctx: Context, presets: Sequence[Preset] = (), start_here: gr.HTML | No
         [baseline, ablated, effect, run, generate_status],
         **ctx.model_events,
     )
-    gr.on(
-        [generate.click, prompt.submit], lambda: "", None, preset_effect, **QUIET_EVENT
-    )  # its numbers were a preset's
+    # the numbers above the panels belong to a preset's run: a run of your own clears them
+    gr.on([generate.click, prompt.submit], lambda: "", None, preset_effect, **QUIET_EVENT)
 
     # -- presets: a click moves here, fills the set and the prompt, then measures and generates ------------------
     def choose_preset(evt: gr.EventData):
@@ -151,7 +151,6 @@ def build(ctx: Context, presets: Sequence[Preset] = (), start_here: gr.HTML | No
             return
         yield from first_minute.preset_run_view(explorer, presets[number], n, temp, seed_value)
 
-    chosen = gr.State()  # the preset number of the last click
     preset_runs = [
         row.click(choose_preset, None, [ctx.tabs, ablation_box, prompt, chosen], api_visibility="private").then(
             run_preset,
