@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from explorer.app.presets import Preset, PresetError, read_presets, usable_presets
+from explorer.app.presets import LoadedPresets, Preset, PresetError, load_presets, read_presets, usable_presets
 from explorer.paths import ASSETS_DIR, EMBEDDED_INDEX_PATH, EMBEDDED_MODEL_DIR
 
 SHIPPED = ASSETS_DIR / "presets.json"
@@ -63,3 +63,33 @@ def test_each_shipped_preset_removes_its_domain_and_spares_its_control(embedded,
     on_control = perplexity_ratio(embedded, preset.control, preset.ablate)
     assert on_target >= 2.0, f"{preset.title}: perplexity only ×{on_target:.2f} on its own text"
     assert on_control <= 1.1, f"{preset.title}: the control moved ×{on_control:.2f}"
+
+
+# -- loading at app start: problems become sentences, never a crash ------------------------------------------------
+def test_load_presets_keeps_the_usable_ones_and_says_why_for_the_rest(tmp_path, explorer):
+    assert load_presets(None, explorer.resolve_ablation) == LoadedPresets()
+    good = dict(title="Row", why="why", prompt="The quick brown fox", ablate="G1 (3, *)", control="It was")
+    lost = {**good, "title": "Lost", "ablate": "domain:klingon"}
+    loaded = load_presets(write(tmp_path, {"presets": [good, lost]}), explorer.resolve_ablation)
+    assert [p.title for p in loaded.presets] == ["Row"] and len(loaded.problems) == 1 and "'Lost'" in loaded.problems[0]
+    broken = load_presets(write(tmp_path, "{not json"), explorer.resolve_ablation)
+    assert broken.presets == () and "Cannot read the presets file" in broken.problems[0]
+
+
+def test_the_app_takes_presets_from_its_settings(tmp_path, monkeypatch, explorer):
+    import app
+    from explorer.web import ui
+
+    monkeypatch.delenv("MONET_MODEL", raising=False)
+    monkeypatch.delenv("MONET_PRESETS", raising=False)
+    assert app.parse_args([]).presets == str(SHIPPED)  # the embedded model brings its presets
+    assert app.parse_args(["--model", "elsewhere"]).presets is None  # another model: none unless given
+    monkeypatch.setenv("MONET_PRESETS", str(tmp_path / "mine.json"))
+    assert app.parse_args([]).presets == str(tmp_path / "mine.json")
+    assert app.parse_args(["--presets", "x.json"]).presets == "x.json"
+
+    # a presets file with a problem: the page comes up and says so beside the other load problems
+    problems = load_presets(write(tmp_path, {"presets": [{"title": "x"}]}), explorer.resolve_ablation)
+    demo = ui.build(explorer, presets=problems)
+    shown = [block.value for block in demo.blocks.values() if getattr(block, "elem_id", None) == "app-problems"]
+    assert len(shown) == 1 and "must have exactly the fields" in shown[0]
