@@ -19,7 +19,10 @@ from explorer.index.reader import DomainMean, HistogramBin
 FONT_SIZE = 15
 ACCENT = "#e8590c"
 VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"  # what Gradio's frontend bundles
-COUNT_AXIS = alt.Axis(tickMinStep=1, format="d")  # a count of tokens or experts is a whole number
+COUNT_AXIS = alt.Axis(tickMinStep=1, format="d")
+LOG_TICKS = [
+    m * 10.0**e for e in range(-6, 1) for m in (1, 2, 5) if m * 10.0**e <= 1
+]  # 1-2-5 steps up to 1  # a count of tokens or experts is a whole number
 MUTED = "#9aa5b1"
 
 
@@ -57,7 +60,7 @@ def density_histogram(densities: dict[str, np.ndarray], bins: int = 30) -> alt.C
                 "density:Q",
                 scale=alt.Scale(type="log"),
                 title="density (share of tokens where the expert is active)",
-                axis=alt.Axis(format="~%"),
+                axis=alt.Axis(format="~%", labelOverlap="greedy"),
             ),
             y=alt.Y("experts:Q", title="experts", axis=COUNT_AXIS),
             color=alt.Color("group:N", title="group", sort=list(densities)),
@@ -80,7 +83,12 @@ def weight_histogram(histogram: list[HistogramBin]) -> alt.Chart:
         alt.Chart(frame)
         .mark_rect(color=ACCENT)
         .encode(
-            x=alt.X("low:Q", scale=alt.Scale(type="log", nice=False), title="weight (log scale)"),
+            x=alt.X(
+                "low:Q",
+                scale=alt.Scale(type="log", nice=False),
+                title="weight (log scale)",
+                axis=alt.Axis(values=LOG_TICKS, format="~g"),  # Vega's own log ticks crowd into "0.030.04"
+            ),
             x2="high:Q",
             y=alt.Y("count:Q", title="tokens", axis=COUNT_AXIS),
             y2=alt.datum(0),

@@ -204,6 +204,8 @@ def test_count_axes_have_whole_number_ticks():
     for spec in specs:
         axis = spec["encoding"]["y"]["axis"]
         assert axis["tickMinStep"] == 1 and axis["format"] == "d"
+    weights = specs[1]["encoding"]["x"]["axis"]["values"]  # log ticks at 1-2-5 steps, never crowded
+    assert [w for w in weights if w >= 0.01] == pytest.approx([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
 
 
 def test_charts_name_the_vega_lite_gradio_draws_them_with():
