@@ -43,6 +43,9 @@ def page(browser, app_url):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT)  # assertions too: their own default, 5 s, is short on busy shared cores
     outside = []
     local = app_url.rstrip("/").rsplit(":", 1)[0]
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((local, "data:", "blob:")) else None)
