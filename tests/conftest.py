@@ -149,6 +149,17 @@ def explorer(app_index, vd_tiny, limits):
     return Explorer.load(AppSettings(str(vd_tiny.checkpoint), str(app_index), "cpu", "float32", limits))
 
 
+@pytest.fixture(scope="session")
+def embedded():
+    """An Explorer on the shipped embedded model and index (assets/), as `python app.py` runs it."""
+    from explorer.app.explorer import AppSettings, Explorer
+    from explorer.paths import EMBEDDED_INDEX_PATH, EMBEDDED_MODEL_DIR
+
+    loaded = Explorer.load(AppSettings(str(EMBEDDED_MODEL_DIR), str(EMBEDDED_INDEX_PATH), "cpu", "float32"))
+    assert not loaded.problems, loaded.problems
+    return loaded
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from explorer.app.presets import LoadedPresets, Preset, PresetError, load_presets, read_presets, usable_presets
-from explorer.paths import ASSETS_DIR, EMBEDDED_INDEX_PATH, EMBEDDED_MODEL_DIR
+from explorer.paths import ASSETS_DIR
 
 SHIPPED = ASSETS_DIR / "presets.json"
 
@@ -38,15 +38,6 @@ def test_presets_that_do_not_resolve_are_left_out_with_a_reason(explorer):
     assert usable == [good]
     assert "'lost' is left out" in problems[0] and "klingon" in problems[0]
     assert "'far' is left out" in problems[1] and "G9" in problems[1]
-
-
-@pytest.fixture(scope="module")
-def embedded():
-    from explorer.app.explorer import AppSettings, Explorer
-
-    loaded = Explorer.load(AppSettings(str(EMBEDDED_MODEL_DIR), str(EMBEDDED_INDEX_PATH), "cpu", "float32"))
-    assert not loaded.problems, loaded.problems
-    return loaded
 
 
 def perplexity_ratio(explorer, text: str, ablate: str) -> float:

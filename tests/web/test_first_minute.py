@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from explorer.app.presets import Preset, load_presets, read_presets
-from explorer.paths import ASSETS_DIR, EMBEDDED_INDEX_PATH, EMBEDDED_MODEL_DIR, REPO_DIR
+from explorer.paths import ASSETS_DIR, REPO_DIR
 from explorer.web import first_minute
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -76,15 +76,6 @@ def test_a_preset_run_measures_its_text_and_its_control(explorer):
 
 
 # -- the app on the embedded model, in a browser -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def embedded():
-    from explorer.app.explorer import AppSettings, Explorer
-
-    loaded = Explorer.load(AppSettings(str(EMBEDDED_MODEL_DIR), str(EMBEDDED_INDEX_PATH), "cpu", "float32"))
-    assert not loaded.problems, loaded.problems
-    return loaded
-
-
 @pytest.fixture(scope="module")
 def embedded_url(embedded):
     """The app on the embedded model with its shipped presets, on a free localhost port (a background thread)."""
