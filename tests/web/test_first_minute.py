@@ -17,7 +17,6 @@ from explorer.app.presets import Preset, load_presets, read_presets
 from explorer.paths import ASSETS_DIR, REPO_DIR
 from explorer.web import first_minute
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO_DIR / "test-artifacts" / "screenshots"
 README_PICTURES = REPO_DIR / "docs" / "screenshots"  # tracked: the README shows them
 README_PICTURE_MAX_BYTES = 300_000
@@ -90,20 +89,6 @@ def embedded_url(embedded):
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **ui.launch_options())
     yield demo.local_url
     demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is missing: apt-get install -y chromium")
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield browser
-        browser.close()
 
 
 def new_page(browser, width: int, height: int):
