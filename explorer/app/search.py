@@ -20,7 +20,7 @@ MAX_QUERY_CHARS = 200
 MAX_RESULTS = 100
 SEARCH_MODES = {
     "auto": "an expert id if it is one, else a token, else text inside top contexts",
-    "id": "expert id: G5/147040, G5 (287, 96), or a flat id / (i, j) with the group selector",
+    "id": "expert id: G<group>/<id>, G<group> (i, j), or a flat id / (i, j) with the group selector",
     "token": "experts whose top contexts most often highlight this token",
     "text": "experts with this text inside their top contexts",
     "meaning": "experts whose label and contexts are closest in meaning (sentence embeddings)",
