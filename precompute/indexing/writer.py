@@ -5,7 +5,7 @@ The schema is explorer.index.schema's; each table has one writer function here. 
 state, writing derives what only the final top contexts can tell: the token store (tokens inside some
 example's window, each once), the top tokens per expert, an automatic label (explorer.index.labels:
 the tokens that distinguish the expert's examples from the corpus, led by its domain when the domain
-rule says it is specialised, which is decided on the finished file) and, optionally, a sentence
+rule says it is specialised, decided first on a scratch file) and, optionally, a sentence
 embedding per expert. Top contexts are written in display order: by weight, and of equal weight each
 document's first before any document's second (the state keeps them by weight and place key).
 
@@ -300,32 +300,41 @@ def _write_examples_by_location(conn) -> None:
     )
 
 
-def _lead_labels_with_domains(path: Path) -> None:
-    """Put the leading domain before the label of every expert the domain rule calls specialised, deciding the
-    rule (explorer.index.domains, its one home) on the written file."""
+def _active_slots(active_count: torch.Tensor, group: int, experts_per_group: int) -> np.ndarray:
+    """Slots of one group's experts that were active at least once (the experts table has a row for each)."""
+    slots = slice(group * experts_per_group, (group + 1) * experts_per_group)
+    return (active_count[slots] > 0).nonzero().squeeze(1).cpu().numpy() + group * experts_per_group
+
+
+def _specialised_domains(path: Path, state: ExpertState, meta: schema.IndexMeta, vocab: list[str]) -> dict[int, str]:
+    """Slot -> the domain the domain rule calls that expert specialised in, for its label.
+
+    The rule has one home (explorer.index.domains) and reads an index file, so it runs on a scratch file beside
+    `path` holding only the tables it reads; labels are then written with the experts, never updated afterwards
+    (an UPDATE left a third of the embedded index's file as free blocks)."""
     from explorer.index.domains import specialised_experts
     from explorer.index.reader import ExpertIndex
 
-    with ExpertIndex(path) as index:
-        found = {(v.group, v.expert): v.top_domain for v in specialised_experts(index)}
-        if not found:
-            return
-        current = index.rows(f"SELECT grp, expert, label FROM {schema.EXPERTS.name}")
-    led = [(g, e, labels.with_domain(found[g, e], label)) for g, e, label in current if (g, e) in found]
-    relabelled = pa.table(
-        {
-            "grp": pa.array([g for g, _, _ in led], pa.uint8()),
-            "expert": pa.array([e for _, e, _ in led], pa.uint32()),
-            "label": pa.array([label for _, _, label in led], pa.string()),
-        }
-    )
-    with duckdb.connect(str(path)) as conn:
-        conn.register("relabelled", relabelled)
-        conn.execute(
-            f"UPDATE {schema.EXPERTS.name} AS e SET label = r.label FROM relabelled AS r"
-            " WHERE e.grp = r.grp AND e.expert = r.expert"
-        )
-        conn.execute("CHECKPOINT")
+    scratch = path.with_name(path.name + ".domains")
+    scratch.unlink(missing_ok=True)
+    try:
+        with duckdb.connect(str(scratch)) as conn:
+            for table in (schema.META, schema.VOCAB, schema.DOMAINS, schema.EXPERTS, schema.EXPERT_DOMAINS):
+                conn.execute(table.ddl())
+            _write_meta(conn, meta)
+            _write_vocab(conn, vocab, _corpus_counts(state, len(vocab)))
+            _write_domains(conn, state)
+            active_count = state.active_count
+            for group in range(meta.num_groups):
+                slot = _active_slots(active_count, group, meta.experts_per_group)
+                _write_experts(conn, state, group, slot, [""] * len(slot), meta.moe_experts)
+                slots = slice(group * meta.experts_per_group, (group + 1) * meta.experts_per_group)
+                _write_expert_domains(conn, state, group, slots)
+        with ExpertIndex(scratch) as index:
+            found = specialised_experts(index)
+    finally:
+        scratch.unlink(missing_ok=True)
+    return {v.group * meta.experts_per_group + v.expert: v.top_domain for v in found}
 
 
 def _write_tokens(conn, tokens: TokenSource) -> None:
@@ -423,8 +432,11 @@ def write_index(
         ("doc_text", lambda conn: _write_doc_text(conn, contents.vocab)),
         ("documents", lambda conn: _write_documents(conn, contents.documents, tokens)),
     ]
-    steps = meta.num_groups + len(derived) + 1  # the groups, the derived tables, the labels' domains
+    steps = 1 + meta.num_groups + len(derived)  # the experts' domains, the groups, the derived tables
     bar = tqdm(total=steps, unit="step", desc=f"write {path.name}", disable=not show_progress)
+    bar.set_postfix_str("domains")
+    domains = _specialised_domains(path, state, meta, contents.vocab)
+    bar.update()
     conn = duckdb.connect()
     spill = path.with_name(path.name + ".spill")  # sorts larger than memory spill beside the file, not into the cwd
     conn.execute(f"SET temp_directory = '{_sql_string(spill)}'")
@@ -445,11 +457,13 @@ def write_index(
             sample = _bank_rows(state.sample, slots, "sample")
             for rows in (top, sample):
                 tokens.mark_windows(rows["address"], context)
-            slot = (active_count[slots] > 0).nonzero().squeeze(1).cpu().numpy() + group * experts_per_group
+            slot = _active_slots(active_count, group, experts_per_group)
             token_counts = _token_counts(top, sample, tokens)
             top_tokens = token_counts.filter(pl.col("rank") < TOP_TOKENS_PER_EXPERT)
             words = labels.label_texts(labels.token_scores(token_counts, corpus_counts), contents.vocab)
-            slot_labels = [words.get(s, "") for s in slot]
+            slot_labels = [
+                labels.with_domain(domains[s], words.get(s, "")) if s in domains else words.get(s, "") for s in slot
+            ]
             if embed and len(slot):
                 texts = _context_texts(top, tokens, contents.vocab, context)
                 embedded = [f"{label} | {texts.get(s, '')}" for s, label in zip(slot, slot_labels, strict=True)]
@@ -467,11 +481,6 @@ def write_index(
         conn.execute("CHECKPOINT")
     finally:
         conn.close()
-    try:
-        bar.set_postfix_str("labels")
-        _lead_labels_with_domains(tmp)
-        bar.update()
-    finally:
         bar.close()
     os.replace(tmp, path)
     return path
