@@ -91,7 +91,7 @@ class PromptInspection:
                     "token": piece,
                     "token_id": token_id,
                     "groups": {
-                        f"G{g + 1}": [e.to_json() for e in self.experts_at(t, g, per_group)]
+                        f"{group_name(g)}": [e.to_json() for e in self.experts_at(t, g, per_group)]
                         for g in range(self.shape.num_groups)
                     },
                 }

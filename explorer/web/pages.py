@@ -22,7 +22,7 @@ from explorer.app.generation import GenerationSettings
 from explorer.app.inspector import ACTIVE_WEIGHT, PromptInspection
 from explorer.app.tokens import RequestRejected
 from explorer.index.reader import ExpertStats, IndexUnavailable
-from explorer.model.naming import group_number
+from explorer.model.naming import group_name, group_number
 from explorer.web import charts, html, messages
 from explorer.web.messages import reports_errors
 
@@ -34,7 +34,7 @@ def group_choices(explorer: Explorer) -> list[tuple[str, int]]:
     if explorer.shape is None:
         return []
     return [
-        (f"G{g + 1} · layers {r[0]}-{r[-1]}", g)
+        (f"{group_name(g)} · layers {r[0]}-{r[-1]}", g)
         for g in range(explorer.shape.num_groups)
         for r in [explorer.shape.group_layers(g)]
     ]
@@ -113,7 +113,7 @@ def density_chart(explorer: Explorer):
     if explorer.index is None:
         return None
     return charts.density_histogram(
-        {f"G{g + 1}": explorer.group_density(g).ravel() for g in range(explorer.shape.num_groups)}
+        {group_name(g): explorer.group_density(g).ravel() for g in range(explorer.shape.num_groups)}
     )
 
 
@@ -344,7 +344,7 @@ def inspector_tokens_html(inspection: PromptInspection, selected: int | None) ->
     totals = counts.sum(1)
 
     def label(t: int, _):
-        per_group = ", ".join(f"G{g + 1} {n}" for g, n in enumerate(counts[t]))
+        per_group = ", ".join(f"{group_name(g)} {n}" for g, n in enumerate(counts[t]))
         return f"{totals[t]} active experts ({per_group}) · click to list them"
 
     return html.tokens_html(
@@ -369,7 +369,7 @@ def token_experts_html(explorer: Explorer, inspection: PromptInspection, t: int)
         more = len(experts) - EXPERTS_SHOWN_PER_GROUP
         rows += f'<div class="hint">… and {more} more</div>' if more > 0 else ""
         columns.append(
-            f'<div class="group-column"><h4>G{g + 1} · layers {layers[0]}-{layers[-1]} · '
+            f'<div class="group-column"><h4>{group_name(g)} · layers {layers[0]}-{layers[-1]} · '
             f"{len(experts)} active</h4>{rows or html.notice('none above the threshold')}</div>"
         )
     return (

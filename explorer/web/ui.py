@@ -10,6 +10,7 @@ import gradio as gr
 
 from explorer.app.explorer import Explorer
 from explorer.app.presets import LoadedPresets
+from explorer.model.naming import group_name
 from explorer.paths import ASSETS_DIR
 from explorer.web import api, html, pages, talk
 from explorer.web.tabs import expert, inspector, overview, search, switch_off
@@ -72,7 +73,7 @@ def build(
             ctx,
             expert_tab,
             overview_tab.open_cell.click,
-            lambda g, i, j: f"G{g + 1} ({int(i or 0)}, {int(j or 0)})" if g is not None else "",
+            lambda g, i, j: f"{group_name(g)} ({int(i or 0)}, {int(j or 0)})" if g is not None else "",
             [overview_tab.group, overview_tab.cell_i, overview_tab.cell_j],
             status=overview_tab.cell_status,
         )
