@@ -1,10 +1,11 @@
 """Switching experts off for one call: an immutable set of (layer, i, j) per request, never model state.
 
 Entries are `(layer, i, j)` triples, ExpertRefs (every layer of the expert's routing group) or spec
-strings ("G5/147040", "L17/147040"; see `explorer.model.naming`).
+strings ("G5/147040", "L17/147040"; see `explorer.model.naming`). A RowAblation gives each row of a
+batch its own set, so one forward serves many sets (the expert scores switch one expert off per row).
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -59,7 +60,7 @@ class Ablation:
         """Whatever a caller passed as `ablate` → an Ablation checked against this model, or None if empty."""
         if ablate is None:
             return None
-        if isinstance(ablate, Ablation):
+        if isinstance(ablate, (Ablation, RowAblation)):
             if ablate.shape != ModelShape.of(config):
                 raise ValueError(
                     f"This ablation was built for {ablate.shape}, not for this model ({ModelShape.of(config)})."
@@ -89,3 +90,66 @@ class Ablation:
 
     def triples(self) -> list[tuple[int, int, int]]:
         return [(layer, i, j) for layer, pairs in self.pairs for i, j in pairs]
+
+
+@dataclass(frozen=True, eq=False)
+class RowAblation:
+    """A switched-off set per batch row: row r runs exactly as it would alone with its own set, so one forward
+    serves many sets. Stored flat, one entry per (row, layer, i, j); build it with `RowAblation.build` (any
+    ablation per row) or `RowAblation.group_experts` (one expert per row, every layer of its group)."""
+
+    shape: ModelShape
+    batch_size: int
+    row: torch.Tensor  # [N] batch row of each entry
+    layer: torch.Tensor  # [N] decoder layer
+    i: torch.Tensor  # [N]
+    j: torch.Tensor  # [N]
+    _device_cache: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, per_row: Sequence, config) -> "RowAblation":
+        """per_row[r]: what row r switches off (anything `Ablation.coerce` takes; None or [] for nothing)."""
+        shape = config if isinstance(config, ModelShape) else ModelShape.of(config)
+        triples = []
+        for r, ablate in enumerate(per_row):
+            if isinstance(ablate, Ablation):
+                if ablate.shape != shape:
+                    raise ValueError(f"Row {r}: this ablation was built for {ablate.shape}, not for {shape}.")
+            else:
+                ablate = Ablation.build([ablate] if isinstance(ablate, (str, ExpertRef)) else ablate or [], shape)
+            triples += [(r, *triple) for triple in ablate.triples()]
+        row, layer, i, j = torch.tensor(triples, dtype=torch.long).reshape(-1, 4).T
+        return cls(shape, len(per_row), row, layer, i, j)
+
+    @classmethod
+    def group_experts(cls, shape: ModelShape, group: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> "RowAblation":
+        """Row r switches off expert (i[r], j[r]) in every layer of routing group group[r] (0-based)."""
+        group, i, j = (torch.as_tensor(t, dtype=torch.long).cpu() for t in (group, i, j))
+        E = shape.experts_per_side
+        if not _within(group, shape.num_groups) or not (_within(i, E) and _within(j, E)):
+            raise ValueError(f"Groups must lie in 0..{shape.num_groups - 1}, i and j in 0..{E - 1}.")
+        offsets = torch.arange(shape.layers_per_group)
+        layer = group[:, None] * shape.layers_per_group + offsets[None, :]  # [rows, G]
+        inside = layer < shape.num_layers  # the last group may be shorter
+        row = torch.arange(len(group))[:, None].expand_as(layer)
+        wide = (i[:, None].expand_as(layer), j[:, None].expand_as(layer))
+        return cls(shape, len(group), row[inside], layer[inside], wide[0][inside], wide[1][inside])
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def __bool__(self) -> bool:
+        return len(self.row) > 0
+
+    def layer_pairs(self, layer: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(rows i, cols j, batch rows) LongTensors of the entries of `layer`, on `device`; None if none."""
+        key = (layer, str(device))
+        if key not in self._device_cache:
+            chosen = self.layer == layer
+            found = tuple(t[chosen].to(device) for t in (self.i, self.j, self.row)) if chosen.any() else None
+            self._device_cache[key] = found
+        return self._device_cache[key]
+
+
+def _within(values: torch.Tensor, limit: int) -> bool:
+    return len(values) == 0 or (int(values.min()) >= 0 and int(values.max()) < limit)

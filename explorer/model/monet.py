@@ -27,7 +27,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRMSNorm, LlamaRotaryEmbedding
 
-from explorer.model.ablation import Ablation
+from explorer.model.ablation import Ablation, RowAblation
 from explorer.model.naming import ModelShape
 
 DECOMPOSITIONS = ("vertical", "horizontal")
@@ -154,18 +154,25 @@ def _heads_selecting(g: torch.Tensor) -> torch.Tensor:
     return ((g > 0).to(dtype) * bits[:, None]).sum(1, dtype=dtype)
 
 
-def _switched_off_weights(g1, g2, rows, cols):
+def _switched_off_weights(g1, g2, rows, cols, batch_rows=None):
     """The non-zero weights w = sum_h g1[h, i] * g2[h, j] of the switched-off experts (i, j) = (rows[a], cols[a]),
-    as flat lists (token, a, w) over the B*T tokens.
+    as flat lists (token, a, w) over the B*T tokens of g1, g2 [B, T, H, E]. With `batch_rows`, entry a is
+    switched off in batch row batch_rows[a] only (a RowAblation), else in every row.
 
     The router selects a few entries per head and side, so at any token only a few switched-off experts have
     a non-zero weight: those where one head selects both i and j. Per token and entry a bitmask of the
-    selecting heads finds them on [tokens, A] small integers, and only they get their weight: the cost
-    follows the active entries, not tokens x A x heads (A is up to 20,000 per layer)."""
-    H, E = g1.shape[-2:]
+    selecting heads finds them on [tokens, A] small integers ([A, T] for per-row entries), and only they get
+    their weight: the cost follows the active entries, not tokens x A x heads (A is up to 20,000 per layer)."""
+    T, H, E = g1.shape[-3:]
     g1, g2 = g1.reshape(-1, H, E), g2.reshape(-1, H, E)
-    shared_heads = _heads_selecting(g1).index_select(1, rows) & _heads_selecting(g2).index_select(1, cols)
-    token, a = shared_heads.nonzero(as_tuple=True)
+    heads1, heads2 = _heads_selecting(g1), _heads_selecting(g2)
+    if batch_rows is None:
+        shared_heads = heads1.index_select(1, rows) & heads2.index_select(1, cols)
+        token, a = shared_heads.nonzero(as_tuple=True)
+    else:  # entry a looks at the T tokens of its own row only
+        own_tokens = batch_rows[:, None] * T + torch.arange(T, device=g1.device)  # [A, T]
+        a, t = (heads1[own_tokens, rows[:, None]] & heads2[own_tokens, cols[:, None]]).nonzero(as_tuple=True)
+        token = own_tokens[a, t]
     w = (g1[token, :, rows[a]] * g2[token, :, cols[a]]).sum(-1)  # [P]
     kept = w != 0  # a product can underflow to 0 in low precision
     return token[kept], a[kept], w[kept]
@@ -376,6 +383,10 @@ class MonetModel(MonetPreTrainedModel):
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
+        if isinstance(ablation, RowAblation) and ablation.batch_size != inputs_embeds.shape[0]:
+            raise ValueError(
+                f"This RowAblation holds sets for {ablation.batch_size} rows, the batch has {inputs_embeds.shape[0]}."
+            )
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         if position_ids is None:
@@ -440,7 +451,7 @@ class MonetForCausalLM(MonetPreTrainedModel, GenerationMixin):
     ) -> MonetCausalLMOutputWithPast:
         r"""ablate: experts switched off for this call only: an `explorer.model.ablation.Ablation`, or an iterable of
         `(layer, i, j)` triples (0-based decoder layer) and/or group specs such as "G5/147040" (every layer of
-        that routing group). Weight set to zero, no renormalisation.
+        that routing group). Weight set to zero, no renormalisation. A `RowAblation` gives each batch row its own set.
         output_moe_inputs: also return each layer's MoE input x and the residual stream before the final norm
         (what an expert's exact contribution to a logit needs: see `expert_output` on the expert modules)."""
         outputs = self.model(
