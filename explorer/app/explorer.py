@@ -11,11 +11,12 @@ resolved per call), so one Explorer serves all users at once. Groups are 0-based
 import functools
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from explorer.app import ablation_set, domains, facts, loading, search
+from explorer.app import ablation_set, concept, domains, facts, loading, search
+from explorer.app.control import ControlSet, NoControl, control_set
 from explorer.app.examples import PageExamples, page_examples
 from explorer.app.expert_output import TokenEffects, token_effects
 from explorer.app.expert_page import ExpertPage, expert_page
@@ -249,23 +250,68 @@ class Explorer:
         prompt_ids = self._encode(prompt, self.limits.max_prompt_tokens, "prompt")
         settings.checked(self.limits, len(prompt_ids), model.config.max_position_embeddings)
         ablation = self.resolve_ablation(ablation_text).ablation
-        for update in side_by_side(model, prompt_ids, ablation, settings):
-            pieces = []
-            if update.effect is not None:
+        control, control_note = self.control_set(ablation)
+        for update in side_by_side(model, prompt_ids, ablation, settings, control):
+            pieces, effect = [], update.effect
+            if effect is not None:
                 # window_pieces: bytes the model wrote that make no character show as bytes, not as U+FFFD
                 pieces = self.window_pieces(prompt_ids + update.baseline_ids)[len(prompt_ids) :]
+                effect = replace(effect, control_note=control_note)
             yield GenerationUpdate(
                 self.decode(update.baseline_ids),
                 self.decode(update.ablated_ids),
                 update.finished,
-                update.effect,
+                effect,
                 pieces,
             )
 
-    def measure_text(self, text: str, ablation_text: str) -> TextEffect:
-        """Perplexity of a given text with and without the switched-off experts."""
+    def measure_text(self, text: str, ablation_text: str, with_control: bool = True) -> TextEffect:
+        """Perplexity of a given text with and without the switched-off experts (and their control set)."""
         model = self._need_model()
         ids = self._encode(text, min(self.limits.max_text_tokens, model.config.max_position_embeddings), "text")
         resolved = self.resolve_ablation(ablation_text)
-        effect = compare_on_text(model, ids, resolved.ablation, first_scored=1)
-        return TextEffect(effect, self.pieces(ids)[1:], resolved.summary())
+        control, control_note = self.control_set(resolved.ablation) if with_control else (None, "")
+        effect = compare_on_text(model, ids, resolved.ablation, first_scored=1, control=control)
+        return TextEffect(replace(effect, control_note=control_note), self.pieces(ids)[1:], resolved.summary())
+
+    def control_set(self, ablation) -> tuple[ControlSet | None, str]:
+        """The control of a switched-off set (explorer.app.control), or None and why there is none."""
+        if ablation is None:
+            return None, "Nothing is switched off: no control to compare with."
+        if self.index is None:
+            return None, "A control needs the expert index (its densities): none is loaded."
+        try:
+            return control_set(ablation, self.shape, self.group_density), ""
+        except NoControl as error:
+            return None, str(error)
+
+    # -- concept builder ---------------------------------------------------------------------------------------
+    @functools.cached_property
+    def _index_background(self) -> concept.Background:
+        """The indexed corpus as the concept builder's default background (read once: the index never changes)."""
+        return concept.background_from_index(self._need_index(), self.shape)
+
+    def concept(
+        self, examples: str, counter_examples: str = "", ratio: float = concept.CONCEPT_RATIO
+    ) -> concept.Concept:
+        """The experts of a concept given by examples (texts separated by blank lines), against counter-examples
+        or, by default, the indexed corpus; with a preview of switching them off (explorer.app.concept)."""
+        model = self._need_model()
+        concept.check_ratio(ratio)
+        most = min(self.limits.max_text_tokens, model.config.max_position_embeddings)
+
+        def encoded(text: str, what: str) -> list[list[int]]:
+            return [self._encode(part, most, f"{what} {k + 1}") for k, part in enumerate(concept.split_texts(text))]
+
+        example_ids = encoded(examples, "example")
+        if not example_ids:
+            raise RequestRejected("Give examples of the concept: texts separated by blank lines.")
+        min_weight = self.index.meta().min_weight if self.index is not None else ACTIVE_WEIGHT
+        counter_ids = encoded(counter_examples, "counter-example")
+        if counter_ids:
+            background = concept.background_from_counter_examples(model, counter_ids, min_weight)
+        elif self.index is not None:
+            background = self._index_background
+        else:
+            raise RequestRejected("Without an expert index, give counter-examples: the background to compare with.")
+        return concept.build_concept(model, example_ids, background, ratio, min_weight)

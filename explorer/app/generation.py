@@ -5,17 +5,22 @@ request's Ablation, each side with its own random generator seeded alike, so the
 the switched-off experts (greedy when temperature is 0). Our own small decoding loop (key/value
 cache, temperature, top-p) keeps every random draw inside the request: nothing touches torch's global
 RNG, so concurrent users never disturb each other. `compare_on_text` scores a text with and without
-the ablation: per-token log-probabilities, perplexities, and the share of routing mass removed.
+the ablation: per-token log-probabilities, perplexities, KL(plain || ablated) of each next-token
+distribution, and the share of routing mass removed; given a control set (explorer.app.control) it
+scores the text with that switched off too, and `AblationEffect.specificity` compares the two
+(SPECIFICITY_HELP says exactly how).
 
 On a Hugging Face ZeroGPU Space (package `spaces` importable) the model-running entry points are
 wrapped in `spaces.GPU`; elsewhere the model runs where `explorer.model.device.load_model` put it.
 """
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 
+from explorer.app.control import ControlSet
 from explorer.app.tokens import RequestRejected
 from explorer.model.ablation import Ablation
 from explorer.model.naming import ModelShape
@@ -92,31 +97,84 @@ def decode_tokens(
         step_ids = torch.tensor([[token]], device=model.device)
 
 
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values) if values else float("nan")
+
+
+def _perplexity(logprobs: list[float]) -> float:
+    return float(torch.tensor(logprobs, dtype=torch.float64).mean().neg().exp()) if logprobs else float("nan")
+
+
+@dataclass(frozen=True)
+class ControlEffect:
+    """The same text scored with the control set switched off (explorer.app.control): what any like set costs."""
+
+    control: ControlSet
+    ablated_logprobs: list[float]
+    deltas: list[float]  # control - plain log p per scored token
+    kl: list[float]  # KL(plain || control switched off) per scored token, nats
+    removed_mass_share: float
+
+    def to_json(self) -> dict:
+        return {
+            **self.control.to_json(),
+            "ablated_logprobs": self.ablated_logprobs,
+            "ablated_perplexity": _perplexity(self.ablated_logprobs),
+            "deltas": self.deltas,
+            "kl": self.kl,
+            "mean_kl": _mean(self.kl),
+            "loss_rise": -_mean(self.deltas),
+            "removed_mass_share": self.removed_mass_share,
+        }
+
+
+SPECIFICITY_HELP = (
+    "specificity = mean KL(plain ‖ set switched off) / mean KL(plain ‖ control switched off), both over the same "
+    "scored tokens, KL taken between the plain and the ablated model's next-token distributions at each token, "
+    "in nats. The control switches off as many experts of the same groups and layers, each drawn at random among "
+    "the experts nearest in index density to one of the set's (seeded). 1 means the set changes the predictions "
+    "no more than any like set; 10 means ten times more."
+)
+
+
 @dataclass(frozen=True)
 class AblationEffect:
-    """A text scored by the plain and the ablated model: log p of each scored token under both."""
+    """A text scored by the plain and the ablated model: log p of each scored token under both, the KL between
+    their next-token distributions, and the same for a control set of like experts when one was given."""
 
     token_ids: list[int]  # the scored tokens
     baseline_logprobs: list[float]
     ablated_logprobs: list[float]
     removed_mass_share: float  # switched-off experts' routing weight / all routing weight (all layers, all tokens)
+    kl: list[float] = field(default_factory=list)  # KL(plain || ablated) of each scored token's distribution, nats
+    control: ControlEffect | None = None
+    control_note: str = ""  # why there is no control, when there is none
 
     @property
     def deltas(self) -> list[float]:
         """ablated - baseline log p per token: negative where the ablated model finds the token less likely."""
         return [a - b for a, b in zip(self.ablated_logprobs, self.baseline_logprobs, strict=True)]
 
-    @staticmethod
-    def _perplexity(logprobs: list[float]) -> float:
-        return float(torch.tensor(logprobs, dtype=torch.float64).mean().neg().exp()) if logprobs else float("nan")
-
     @property
     def baseline_perplexity(self) -> float:
-        return self._perplexity(self.baseline_logprobs)
+        return _perplexity(self.baseline_logprobs)
 
     @property
     def ablated_perplexity(self) -> float:
-        return self._perplexity(self.ablated_logprobs)
+        return _perplexity(self.ablated_logprobs)
+
+    @property
+    def mean_kl(self) -> float:
+        return _mean(self.kl)
+
+    @property
+    def specificity(self) -> float | None:
+        """Mean KL of the set / mean KL of its control (SPECIFICITY_HELP); None without a control or when the
+        control changes nothing."""
+        if self.control is None or not self.kl:
+            return None
+        control_kl = _mean(self.control.kl)
+        return self.mean_kl / control_kl if control_kl > 0 else None
 
     def to_json(self) -> dict:
         return {
@@ -126,6 +184,13 @@ class AblationEffect:
             "baseline_perplexity": self.baseline_perplexity,
             "ablated_perplexity": self.ablated_perplexity,
             "removed_mass_share": self.removed_mass_share,
+            "deltas": self.deltas,
+            "kl": self.kl,
+            "mean_kl": self.mean_kl,
+            "loss_rise": -_mean(self.deltas),
+            "control": self.control.to_json() if self.control is not None else None,
+            "control_note": self.control_note,
+            "specificity": self.specificity,
         }
 
 
@@ -153,20 +218,46 @@ def _token_logprobs(logits: torch.Tensor, ids: torch.Tensor, first_scored: int) 
     return logprobs.gather(-1, ids[0, first_scored:, None]).squeeze(-1).tolist()
 
 
+def token_kl(plain_logits: torch.Tensor, ablated_logits: torch.Tensor) -> list[float]:
+    """KL(plain || ablated) = sum_v p(v) (log p(v) - log q(v)) of each row's next-token distribution, in nats."""
+    log_p = torch.log_softmax(plain_logits.double(), dim=-1)
+    log_q = torch.log_softmax(ablated_logits.double(), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0).tolist()  # clamp: rounding below 0
+
+
 @torch.no_grad()
-def _compare_on_text(model, ids: list[int], ablation: Ablation | None, first_scored: int = 1) -> AblationEffect:
-    """Score ids[first_scored:] (each given the tokens before it) with and without the ablation."""
+def _compare_on_text(
+    model, ids: list[int], ablation: Ablation | None, first_scored: int = 1, control: ControlSet | None = None
+) -> AblationEffect:
+    """Score ids[first_scored:] (each given the tokens before it) with and without the ablation, and with the
+    control set switched off when one is given."""
     if not 1 <= first_scored < len(ids):
         raise RequestRejected("A text needs at least two tokens to score (each is predicted from those before).")
     ablation = Ablation.coerce(ablation, model.config)
+    shape = ModelShape.of(model.config)
     tensor = torch.tensor([ids], device=model.device)
+    scored = slice(first_scored - 1, -1)  # the positions whose next token is scored
     baseline = model(tensor, use_cache=False)
     ablated = model(tensor, use_cache=False, ablate=ablation, output_router_probs=True)
+    baseline_logprobs = _token_logprobs(baseline.logits, tensor, first_scored)
+    control_effect = None
+    if control is not None and ablation is not None:
+        controlled = model(tensor, use_cache=False, ablate=control.ablation, output_router_probs=True)
+        control_logprobs = _token_logprobs(controlled.logits, tensor, first_scored)
+        control_effect = ControlEffect(
+            control,
+            control_logprobs,
+            [c - b for c, b in zip(control_logprobs, baseline_logprobs, strict=True)],
+            token_kl(baseline.logits[0, scored], controlled.logits[0, scored]),
+            removed_mass_share(controlled.router_probs, control.ablation, shape),
+        )
     return AblationEffect(
         token_ids=ids[first_scored:],
-        baseline_logprobs=_token_logprobs(baseline.logits, tensor, first_scored),
+        baseline_logprobs=baseline_logprobs,
         ablated_logprobs=_token_logprobs(ablated.logits, tensor, first_scored),
-        removed_mass_share=removed_mass_share(ablated.router_probs, ablation, ModelShape.of(model.config)),
+        removed_mass_share=removed_mass_share(ablated.router_probs, ablation, shape),
+        kl=token_kl(baseline.logits[0, scored], ablated.logits[0, scored]),
+        control=control_effect,
     )
 
 
@@ -185,9 +276,14 @@ class SideBySide:
 
 @on_gpu
 def side_by_side(
-    model, prompt_ids: list[int], ablation: Ablation | None, settings: GenerationSettings
+    model,
+    prompt_ids: list[int],
+    ablation: Ablation | None,
+    settings: GenerationSettings,
+    control: ControlSet | None = None,
 ) -> Iterator[SideBySide]:
-    """Decode baseline and ablated continuations in lockstep, yielding after every step, then score."""
+    """Decode baseline and ablated continuations in lockstep, yielding after every step, then score the baseline
+    continuation (with the control set too, when one is given)."""
     ablation = Ablation.coerce(ablation, model.config)
     sides = [decode_tokens(model, prompt_ids, None, settings), decode_tokens(model, prompt_ids, ablation, settings)]
     produced: list[list[int]] = [[], []]
@@ -205,5 +301,5 @@ def side_by_side(
         yield SideBySide(list(produced[0]), list(produced[1]))
     effect = None
     if produced[0]:
-        effect = _compare_on_text(model, prompt_ids + produced[0], ablation, first_scored=len(prompt_ids))
+        effect = _compare_on_text(model, prompt_ids + produced[0], ablation, len(prompt_ids), control)
     yield SideBySide(produced[0], produced[1], finished=True, effect=effect)
