@@ -3,10 +3,15 @@
 Sources, all local and deterministic:
 - Python code: the standard library's own .py files (tests and generated tables left out),
   cut into chunks of at most MAX_CODE_CHUNK characters at top-level statement boundaries.
-- English prose by topic, German, Spanish and Italian: Debian's fortune cookie packages
-  (`apt-get install -y fortunes fortunes-de fortunes-es fortunes-it`), one document per
+- English registers (precompute/corpus/registers.py): scripture (King James Bible), dictionary
+  (GCIDE, Webster 1913), manual (Linux man-pages) and legal (licence texts), from Debian packages
+  (`apt-get install -y bible-kjv dict-gcide manpages`).
+- German, Spanish and Italian: Debian's fortune cookie packages
+  (`apt-get install -y fortunes-de fortunes-es fortunes-it`), one document per
   fortune (fortunes are separated by a line holding only `%`). The offensive sets
   (`off/` directories, anything named offensive) are never read.
+English fortunes by topic (computing, science, ...) were domains until the model showed no split
+between them: they are one register, too alike to switch off apart.
 
 Every document is labelled with its domain; each domain is capped at MAX_DOMAIN_CHARS
 (documents kept in hash order, so the cut is an even sample), and about HELDOUT_PERCENT %
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from precompute.cli import option
+from precompute.corpus import registers
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +44,12 @@ MAX_CODE_CHUNK = 2_000
 MIN_DOC_CHARS = 20
 HELDOUT_PERCENT = 5
 
-# Topical English files (package `fortunes`) merged into domains big enough to learn from.
-ENGLISH_DOMAINS = {
-    "computing": ["computers", "linux", "linuxcookie", "perl", "debian"],
-    "science": ["science", "medicine", "goedel", "paradoxum"],
-    "politics_law": ["politics", "law"],
-    "literature": ["literature", "songs-poems", "art"],
+# English registers: domain -> reader of (unit id, chunks); None when its package is missing.
+ENGLISH_REGISTERS = {
+    "scripture": registers.scripture_units,
+    "dictionary": registers.dictionary_units,
+    "manual": registers.manual_units,
+    "legal": lambda: registers.legal_units(python_licence=Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt"),
 }
 # Whole language packages; ASCII-art and banner files carry no language.
 LANGUAGE_DOMAINS = {"german": "de", "spanish": "es", "italian": "it"}
@@ -51,7 +57,16 @@ LANGUAGE_SKIP = {"asciiart", "banner"}
 CODE_DOMAIN = "python"
 CODE_SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "encodings", "pydoc_data", "ensurepip"}
 CODE_SKIP_FILES = {"this.py"}  # rot13 text, not code
-PACKAGES = ["fortunes", "fortunes-de", "fortunes-es", "fortunes-it"]
+PACKAGES = [
+    "bible-kjv",
+    "bible-kjv-text",
+    "dict-gcide",
+    "manpages",
+    "base-files",
+    "fortunes-de",
+    "fortunes-es",
+    "fortunes-it",
+]
 
 
 def stable_hash(key: str) -> int:
@@ -156,6 +171,17 @@ def code_documents(stdlib: Path) -> list[dict]:
     return docs
 
 
+def register_documents(domain: str, units: list[tuple[str, list[str]]]) -> list[dict]:
+    """Documents of one English register: each unit's chunks, held out together by the unit's hash."""
+    docs = []
+    for unit, chunks in units:
+        split = split_of(f"{domain}/{unit}")
+        for k, chunk in enumerate(chunks):
+            if len(chunk.strip()) >= MIN_DOC_CHARS:
+                docs.append({"id": f"{domain}/{unit}#{k}", "text": chunk, "domain": domain, "split": split})
+    return docs
+
+
 def cap_domain(docs: list[dict], max_chars: int) -> list[dict]:
     """Drop exact duplicates, then keep documents in hash order up to max_chars; sorted by id."""
     seen, unique = set(), []
@@ -182,11 +208,18 @@ def package_version(package: str) -> str | None:
     return result.stdout.strip() or None
 
 
+def missing_packages() -> list[str]:
+    """The Debian packages of the corpus sources that this machine lacks (the corpus can still be built
+    without them, with those domains empty and a warning)."""
+    return [p for p in PACKAGES if package_version(p) is None]
+
+
 def collect_documents(max_domain_chars: int = MAX_DOMAIN_CHARS) -> list[dict]:
     """All documents of all domains, capped and labelled, in a deterministic order."""
     by_domain = {CODE_DOMAIN: code_documents(Path(sysconfig.get_paths()["stdlib"]))}
-    for domain, names in ENGLISH_DOMAINS.items():
-        by_domain[domain] = fortune_documents(domain, fortune_files(FORTUNES, names))
+    for domain, read_units in ENGLISH_REGISTERS.items():
+        units = read_units()
+        by_domain[domain] = register_documents(domain, units) if units is not None else []
     for domain, folder in LANGUAGE_DOMAINS.items():
         files = [p for p in fortune_files(FORTUNES / folder) if p.name not in LANGUAGE_SKIP]
         by_domain[domain] = fortune_documents(domain, files)
