@@ -1,6 +1,6 @@
 """Train the embedded default Monet-VD from scratch on the labelled corpus (assets/corpus).
 
-    python -m precompute train --out assets/monet-embedded --minutes 30
+    python -m precompute train --out assets/monet-embedded --minutes 60 --threads 1 --precision bfloat16 --compile
 
 Data: each train document is framed `<s> text </s>`; a domain's documents (order reshuffled
 every epoch) are packed into one stream cut into windows of --seq-len tokens, so every window
@@ -68,6 +68,8 @@ class TrainConfig:
     steps: int | None = option(None, "train exactly this many steps (deterministic schedule)")
     seed: int = option(0, "seed of weights and data order")
     threads: int | None = option(None, "CPU threads (default: torch's; 1 can be faster on a busy machine)")
+    precision: str = option("float32", "float32, or bfloat16 autocast (weights and optimizer stay float32)")
+    compile: bool = option(False, "torch.compile the model (first steps pay the compilation)")
     # model
     vocab_size: int = option(8192, "byte-level BPE vocabulary size")
     hidden_size: int = option(256, "d")
@@ -184,6 +186,25 @@ def router_losses(router_probs, router_scores=None, config=None) -> dict[str, to
     }
 
 
+def train_step(forward, model, optimizer, ids: torch.Tensor, cfg: TrainConfig, router_scores=None):
+    """One optimisation step on a batch of token windows; returns the model output and the router losses.
+
+    `forward` is the model or its torch.compile'd wrapper. With precision bfloat16 the forward runs under
+    autocast (matrix products in bfloat16, this CPU's avx512_bf16), the weights, gradients and AdamW state
+    stay float32."""
+    if router_scores is not None:
+        router_scores.clear()
+    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"):
+        output = forward(ids, labels=ids, output_router_probs=True, use_cache=False)
+        aux = router_losses(output.router_probs, router_scores, model.config)
+        loss = output.loss + cfg.uniformity_weight * aux["uniformity"] + cfg.ambiguity_weight * aux["ambiguity"]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return output, aux
+
+
 def learning_rate(cfg: TrainConfig, progress: float) -> float:
     if progress < cfg.warmup:
         return cfg.lr * progress / cfg.warmup
@@ -282,6 +303,7 @@ def train(cfg: TrainConfig, docs: list[dict] | None = None, show_progress: bool 
     model = build_model(cfg, tokenizer.get_vocab_size()).to(device)
     model.train()
     optimizer = optimizer_for(model, cfg)
+    forward = torch.compile(model) if cfg.compile else model
     batches = train_batches(encoded["train"], cfg.seq_len, cfg.batch_size, cfg.seed)
     router_scores = capture_router_scores(model) if cfg.smooth_uniformity else None
     budget = cfg.minutes * 60
@@ -301,15 +323,7 @@ def train(cfg: TrainConfig, docs: list[dict] | None = None, show_progress: bool 
 
         tick = time.time()
         ids = next(batches).to(device)
-        if router_scores is not None:
-            router_scores.clear()
-        output = model(ids, labels=ids, output_router_probs=True, use_cache=False)
-        aux = router_losses(output.router_probs, router_scores, model.config)
-        loss = output.loss + cfg.uniformity_weight * aux["uniformity"] + cfg.ambiguity_weight * aux["ambiguity"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        output, aux = train_step(forward, model, optimizer, ids, cfg, router_scores)
         step += 1
         tokens += ids.numel()
         train_seconds += time.time() - tick
@@ -380,9 +394,9 @@ def model_card(summary: dict, config) -> str:
 
 A small Monet-VD (Mixture of Monosemantic Experts, vertical decomposition; Park et al., ICLR
 2025, arXiv 2412.04139) trained from scratch on this repository's labelled multi-domain corpus
-(`assets/corpus`: Python standard library code, English fortunes by topic, German, Spanish and
-Italian fortunes). It exists so the explorer works offline out of the box and so experts can be
-checked against known domains. It is a toy: expect fluent-looking but meaningless text.
+(`assets/corpus`: Python standard library code; English scripture, dictionary, manual pages and
+licences; German, Spanish and Italian fortunes). It exists so the explorer works offline out of the
+box and so experts can be checked against known domains. It is a toy: expect fluent-looking but meaningless text.
 
 Load it with this project's code (no remote code): `import explorer` then
 `transformers.AutoModelForCausalLM.from_pretrained(folder)` and `AutoTokenizer.from_pretrained(folder)`.
@@ -423,7 +437,7 @@ Mean next-token loss in nats on the held-out split (about 5 % of each domain's d
 
 ## Retrain
 ```
-apt-get install -y fortunes fortunes-de fortunes-es fortunes-it   # only to rebuild the corpus
+apt-get install -y bible-kjv dict-gcide manpages fortunes-de fortunes-es fortunes-it  # only to rebuild the corpus
 python -m precompute corpus --out assets/corpus                   # optional: the corpus is shipped
 python -m precompute train --out {summary["config"]["out"]} --minutes {cfg["minutes"]:g} --seed {cfg["seed"]}
 ```
@@ -431,7 +445,9 @@ python -m precompute train --out {summary["config"]["out"]} --minutes {cfg["minu
 Full settings and the loss curve: `training.json`.
 
 ## Licences
-Corpus sources: CPython standard library (PSF licence), Debian `fortunes` (BSD-style collection),
+Corpus sources: CPython standard library (PSF licence), the King James Bible (`bible-kjv-text`, public
+domain), GCIDE (`dict-gcide`, GPL-2+), the Linux man-pages (`manpages`, mostly verbatim-copy licences),
+`/usr/share/common-licenses` (the licences' own terms: verbatim copying allowed),
 `fortunes-de` and `fortunes-es` (GPL-2+; fortunes presumed public domain), `fortunes-it`
 (public domain / freeware). See `assets/README.md`.
 """
