@@ -189,9 +189,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(explorer):
-    """The app served on a free localhost port in this process (a background thread), closed afterwards."""
+def _served(explorer):
+    """The app of an Explorer served on a free localhost port in this process (a background thread): its URL, then
+    closed."""
     from explorer.web import ui
 
     demo = ui.build(explorer, model_concurrency=2).queue(max_size=64, default_concurrency_limit=4)
@@ -200,3 +200,15 @@ def app_url(explorer):
     )
     yield demo.local_url
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(explorer):
+    """The app on the tiny model and index, served on a free localhost port, closed afterwards."""
+    yield from _served(explorer)
+
+
+@pytest.fixture(scope="module")
+def embedded_app_url(embedded):
+    """The app on the shipped embedded model and index (as `python app.py` serves it, without presets)."""
+    yield from _served(embedded)

@@ -1,4 +1,5 @@
-"""The named API endpoints (/search, /expert, /inspect, /why, /generate, /perplexity, /top_experts): JSON in, JSON out.
+"""The named API endpoints (/search, /expert, /inspect, /why, /generate, /perplexity, /top_experts, /concept): JSON in,
+JSON out.
 
 Each is a typed function over one Explorer; ui.py registers them with gr.api, so gradio_client and
 plain HTTP get the same answers as the page. Groups are numbered from 1 here (0 = all groups), as in
@@ -57,7 +58,9 @@ def endpoints(explorer: Explorer) -> dict:
     def generate(
         prompt: str, ablate: str = "", max_new_tokens: int = 40, temperature: float = 0.0, seed: int = 0
     ) -> dict:
-        """Baseline and ablated continuations (same seed), the ablation's effect on the baseline continuation."""
+        """Baseline and ablated continuations (same seed), the ablation's effect on the baseline continuation: per
+        token log p, Δ log p and KL(plain || ablated), and the same for a control set of like experts (effect.control)
+        with effect.specificity = mean KL of the set / mean KL of the control."""
         settings = GenerationSettings(max_new_tokens, temperature, 1.0, seed)
         *_, last = explorer.generate(prompt, ablate, settings)  # the final update carries the effect
         effect = last.effect.to_json() if last.effect is not None else None
@@ -70,13 +73,22 @@ def endpoints(explorer: Explorer) -> dict:
         }
 
     def perplexity(text: str, ablate: str = "") -> dict:
-        """Perplexity of a text with and without the switched-off experts, per-token log-probabilities."""
+        """Perplexity of a text with and without the switched-off experts, per-token log-probabilities, Δ log p and
+        KL(plain || ablated), and the same for a control set of like experts (control), specificity = mean KL of the
+        set / mean KL of the control."""
         measured = explorer.measure_text(text, ablate)
         return {**measured.effect.to_json(), "tokens": measured.pieces, "switched_off": measured.summary}
 
     def top_experts(text: str, n: int = 20, group: int = 0) -> list[str]:
         """The experts with the largest summed weight over a text (e.g. to switch them off)."""
         return explorer.experts_on_text(text, n, _group(explorer, group))
+
+    def concept(examples: str, counter_examples: str = "", ratio: float = 2.0) -> dict:
+        """The experts of a concept: examples are texts separated by blank lines; an expert is proposed when its mean
+        weight on them is >= ratio x its mean on the background (the counter-examples, by default the indexed
+        corpus). `ablate` is the set as /generate and /perplexity take it; `preview` the loss rise on held-out
+        examples and on the background with the set switched off."""
+        return explorer.concept(examples, counter_examples, float(ratio)).to_json()
 
     functions = {
         "search": search,
@@ -86,8 +98,16 @@ def endpoints(explorer: Explorer) -> dict:
         "generate": generate,
         "perplexity": perplexity,
         "top_experts": top_experts,
+        "concept": concept,
     }
     return {name: api_errors(fn) for name, fn in functions.items()}
 
 
-MODEL_ENDPOINTS = ("inspect", "why", "generate", "perplexity", "top_experts")  # share the model's concurrency limit
+MODEL_ENDPOINTS = (
+    "inspect",
+    "why",
+    "generate",
+    "perplexity",
+    "top_experts",
+    "concept",
+)  # share the model's concurrency limit

@@ -23,7 +23,7 @@ from explorer.app.inspector import ACTIVE_WEIGHT, PromptInspection
 from explorer.app.tokens import RequestRejected
 from explorer.index.reader import ExpertStats, IndexUnavailable
 from explorer.model.naming import group_name, group_number
-from explorer.web import charts, html, messages
+from explorer.web import charts, concept_views, html, messages
 from explorer.web.messages import reports_errors
 
 ALL_GROUPS = "all groups"
@@ -590,7 +590,9 @@ def generate_view(
                 )
                 + '<div class="delta-title">Each token of the plain continuation, shaded by how much less '
                 "(red) or more (blue) likely the ablated model finds it (full colour: 2 nats or more); "
-                "hover for Δ log p.</div>" + html.delta_tokens_html(update.effect_pieces, e.deltas)
+                "hover for Δ log p.</div>"
+                + html.delta_tokens_html(update.effect_pieces, e.deltas)
+                + concept_views.control_html(e, update.effect_pieces)
             )
             done = f"Done: {len(e.token_ids):,} new tokens on the plain side; their effect is below."
             status = messages.status(done + note, kind)
@@ -616,6 +618,7 @@ def measure_view(explorer: Explorer, text: str, ablation_text: str) -> tuple[str
             e.baseline_perplexity, e.ablated_perplexity, e.removed_mass_share, len(e.token_ids), "the given text"
         )
         + html.notice(measured.summary)
-        + html.delta_tokens_html(measured.pieces, e.deltas),
+        + html.delta_tokens_html(measured.pieces, e.deltas)
+        + concept_views.control_html(e, measured.pieces),
         "",
     )

@@ -67,7 +67,13 @@ def build(
         expert.open_on_clicks(
             ctx,
             expert_tab,
-            (*overview_tab.clickables, search_tab.results, inspector_tab.token_experts, inspector_tab.token_why),
+            (
+                *overview_tab.clickables,
+                search_tab.results,
+                inspector_tab.token_experts,
+                inspector_tab.token_why,
+                switch_off_tab.concept_result,
+            ),
         )
         expert.open_on(
             ctx,

@@ -459,3 +459,54 @@ def test_inspector_opens_analysed_and_says_why_a_token_comes_next(page, app_url)
     page.go_back()  # back to the inspector it came from, its analysis still there
     expect(page.get_by_role("tab", name="Inspector")).to_have_attribute("aria-selected", "true")
     expect(page.locator("#token-why .token-title")).to_contain_text("after token 1")
+
+
+# -- the concept builder and the control, on the embedded model (issue 11 items 4 and 5) ---------------------------
+CONCEPT_TIMEOUT = 240_000  # ms: the model runs on the examples and the index's texts, on 2 shared CPU cores
+
+
+@pytest.fixture
+def embedded_page(browser, embedded_app_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    yield page
+    context.close()
+
+
+def test_concept_panel_builds_a_set_and_the_measure_shows_its_control(embedded_page, embedded_app_url):
+    from playwright.sync_api import expect
+
+    from explorer.app.concept import held_out_split, split_texts
+
+    german = (Path(__file__).resolve().parents[1] / "fixtures" / "concepts" / "german.txt").read_text()
+    page = embedded_page
+    page.goto(embedded_app_url)
+    open_tab(page, "Switch off")
+    page.locator("#concept-panel").get_by_text("Build a set from examples of a concept").click()
+    page.locator("#concept-examples textarea").fill(german)
+    page.locator("#find-concept").click()
+    held_out = page.locator("#concept-result .concept-rise-held-out")
+    expect(held_out).to_be_visible(timeout=CONCEPT_TIMEOUT)
+    background = page.locator("#concept-result .concept-rise-background")
+    assert float(held_out.get_attribute("data-rise")) > 3 * float(background.get_attribute("data-rise"))
+    expect(page.locator("#concept-status")).to_contain_text("have ≥ 2× their mean weight on the indexed corpus")
+    expect(page.locator("#concept-result .concept-experts .expert-link").first).to_be_visible()
+    page.locator("#concept-panel").scroll_into_view_if_needed()
+    shot(page, "16-concept-builder")
+
+    page.locator("#use-concept").click()
+    expect(page.locator("#ablation-set textarea")).to_have_value(re.compile(r"^G\d/\d+, G\d/\d+"))
+    expect(page.locator("#ablation-summary")).to_contain_text("experts switched off")
+    expect(page.locator("#concept-status")).to_contain_text("The switched-off set is now the concept's")
+
+    page.locator("#measure-text textarea").fill(held_out_split(split_texts(german))[1][0])  # a held-out example
+    page.locator("#measure").click()
+    specificity = page.locator("#measured .specificity")
+    expect(specificity).to_be_visible(timeout=CONCEPT_TIMEOUT)
+    assert float(specificity.get_attribute("data-specificity")) > 1  # the set moves German more than its control
+    expect(page.locator("#measured .control-table").first).to_contain_text("control: like experts at random")
+    page.locator("#measured .control-tokens summary").click()
+    expect(page.locator("#measured .control-tokens tbody tr").first).to_be_visible()
+    page.locator("#measured").scroll_into_view_if_needed()
+    shot(page, "17-set-against-control")

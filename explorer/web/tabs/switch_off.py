@@ -1,5 +1,7 @@
 """The Switch-off tab: a set of experts to switch off (a textbox, mirrored into the URL `?ablate=`), the plain and
-the ablated model writing side by side, and the perplexity of a given text with and without.
+the ablated model writing side by side, and the perplexity of a given text with and without; under each effect the
+set against a control of like experts (explorer.web.concept_views.control_html). The concept panel builds a set
+from examples of a concept (explorer.app.concept) and can make it the switched-off set.
 
 Other tabs add to the set (connect): the expert page's Switch off button, the inspector's firing experts.
 The tab opens on the first demo preset (its prompt and set filled in); a click on a preset (here, or on the
@@ -12,8 +14,8 @@ from dataclasses import dataclass
 import gradio as gr
 
 from explorer.app.presets import Preset
-from explorer.web import first_minute, messages, pages
-from explorer.web.tabs.common import PROGRESS, QUIET_EVENT, Context, status_line, url_js
+from explorer.web import concept_views, first_minute, messages, pages
+from explorer.web.tabs.common import PROGRESS, QUIET_EVENT, Context, clickable, status_line, url_js
 from explorer.web.tabs.expert import ExpertTab
 from explorer.web.tabs.inspector import InspectorTab
 
@@ -21,6 +23,83 @@ from explorer.web.tabs.inspector import InspectorTab
 @dataclass(frozen=True)
 class SwitchOffTab:
     ablation_box: gr.Textbox
+    concept_result: gr.HTML  # its expert links open the expert
+
+
+@dataclass(frozen=True)
+class ConceptPanel:
+    examples: gr.Textbox
+    upload: gr.File
+    counter_examples: gr.Textbox
+    ratio: gr.Number
+    find: gr.Button
+    use: gr.Button
+    status: gr.HTML
+    result: gr.HTML
+    found_set: gr.State  # the last concept's set, as text
+
+
+def _concept_panel() -> ConceptPanel:
+    """Examples (a box or a file), counter-examples, the ratio; the proposed experts and their preview."""
+    with gr.Accordion(
+        "Build a set from examples of a concept: the experts that fire on them ≥ 2× more than on a background",
+        open=False,
+        elem_id="concept-panel",
+    ):
+        with gr.Row(equal_height=True):
+            examples = gr.Textbox(
+                label="examples of the concept: texts separated by blank lines (8 or more: every 4th is held out)",
+                lines=6,
+                scale=3,
+                elem_id="concept-examples",
+                placeholder="Der Hund schläft im Garten.\n\nAm Abend regnet es in der Stadt.\n\n…",
+            )
+            with gr.Column(scale=2):
+                counter_examples = gr.Textbox(
+                    label="counter-examples (optional; without them the background is the indexed corpus)",
+                    lines=3,
+                    elem_id="concept-counter",
+                )
+                upload = gr.File(
+                    label="or a file of examples (UTF-8 text)", type="filepath", height=90, elem_id="concept-file"
+                )
+        with gr.Row(equal_height=True):
+            ratio = gr.Number(
+                concept_views.concept_rules.CONCEPT_RATIO,
+                label="ratio to the background (the paper's rule: 2)",
+                minimum=1.01,
+                maximum=1000,
+                scale=1,
+            )
+            find = gr.Button("Find the concept's experts", variant="primary", scale=0, elem_id="find-concept")
+            use = gr.Button("Use as the switched-off set", scale=0, elem_id="use-concept")
+        status = status_line("concept-status")
+        result = clickable(elem_id="concept-result")
+        found_set = gr.State("")
+    return ConceptPanel(examples, upload, counter_examples, ratio, find, use, status, result, found_set)
+
+
+def _connect_concept(ctx: Context, panel: ConceptPanel, ablation_box: gr.Textbox) -> None:
+    explorer = ctx.explorer
+
+    def find_concept(examples, upload, counter_examples, ratio, progress=PROGRESS):
+        progress(0, desc="Running the model on the examples and the background…")
+        return concept_views.concept_view(explorer, examples, upload, counter_examples, ratio)
+
+    panel.find.click(
+        find_concept,
+        [panel.examples, panel.upload, panel.counter_examples, panel.ratio],
+        [panel.result, panel.found_set, panel.status],
+        **ctx.model_events,
+    )
+
+    def use_concept(found: str):
+        if not found:
+            return gr.skip(), messages.status("Find a concept's experts first (or none passed the rule).", "warning")
+        count = len(found.split(","))
+        return found, messages.status(f"The switched-off set is now the concept's {count:,} experts: see above.")
+
+    panel.use.click(use_concept, panel.found_set, [ablation_box, panel.status], api_visibility="private")
 
 
 def build(ctx: Context, presets: Sequence[Preset] = (), start_here: gr.HTML | None = None) -> SwitchOffTab:
@@ -66,6 +145,7 @@ def build(ctx: Context, presets: Sequence[Preset] = (), start_here: gr.HTML | No
                 how_many = gr.Number(20, label="how many", precision=0, minimum=1, maximum=1000, scale=1)
                 add_pasted = gr.Button("Add its experts", scale=0, elem_id="add-pasted")
             add_status = status_line("add-status")
+        concept = _concept_panel()
         with gr.Row(equal_height=True):
             prompt = gr.Textbox(
                 label="prompt", value=first.prompt if first else "The capital of France is", scale=4, elem_id="prompt"
@@ -231,7 +311,8 @@ def build(ctx: Context, presets: Sequence[Preset] = (), start_here: gr.HTML | No
         **ctx.model_events,
     )
     stop.click(None, None, None, cancels=[linked])
-    return SwitchOffTab(ablation_box)
+    _connect_concept(ctx, concept, ablation_box)
+    return SwitchOffTab(ablation_box, concept.result)
 
 
 def connect(ctx: Context, tab: SwitchOffTab, expert: ExpertTab, inspector: InspectorTab) -> None:
