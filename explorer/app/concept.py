@@ -17,7 +17,8 @@ Examples are split deterministically: every HELD_OUT_EVERY-th one (the 4th, 8th,
 pick experts; counter-examples likewise. The preview switches the proposed experts off (every layer of their
 group) and measures the mean loss (nats per token, each token predicted from those before it in its text) on the
 held-out examples and on the background: the held-out counter-examples, or, without counter-examples, a few
-stored texts of every domain of the index (per domain, so a user sees which domains the set also hurts).
+stored texts of every domain of the index (per domain, so a user sees which domains the set also hurts; a domain
+that holds the concept itself, German examples against an index with a German domain, shows its rise there too).
 `specificity` = the held-out examples' loss rise / the background's loss rise.
 """
 
@@ -29,7 +30,7 @@ import torch
 
 from explorer.app.generation import on_gpu
 from explorer.app.tokens import RequestRejected
-from explorer.index import background
+from explorer.index import background as index_background
 from explorer.index.domains import DOMAIN_RATIO
 from explorer.model.ablation import Ablation
 from explorer.model.naming import ExpertRef, ModelShape
@@ -332,12 +333,15 @@ def build_concept(model, examples: list[list[int]], background: Background, rati
     if len(examples) < MIN_SUPPORT_TEXTS:
         raise RequestRejected(
             f"Give at least {MIN_SUPPORT_TEXTS} examples, separated by blank lines (an expert must fire on"
-            f" {MIN_SUPPORT_TEXTS} of them); 8 or more leave some for the preview."
+            f" {MIN_SUPPORT_TEXTS} of them); with {HELD_OUT_EVERY} or more, some are held out for the preview."
         )
     shape = ModelShape.of(model.config)
     kept, held_out = held_out_split(examples)
     experts = propose(routing_totals(model, kept, min_weight), background.means, ratio, shape)
-    ablation = Ablation.build([expert.ref for expert in experts], shape) or None
+    if not experts:
+        nothing = ConceptPreview(None, None, background.source, {}, "No expert passes the rule: nothing to preview.")
+        return Concept([], nothing, ratio, len(kept), len(held_out), background.description)
+    ablation = Ablation.build([expert.ref for expert in experts], shape)
     note = "" if held_out else f"No example is held out (give {HELD_OUT_EVERY} or more): no preview on the concept."
     domains: dict[str, LossChange] = {}
     if any(background.domains):
@@ -371,8 +375,8 @@ def _pooled(changes) -> LossChange:
 def background_from_index(index, shape: ModelShape) -> Background:
     """The indexed corpus as the background: every expert's mean weight over it, and a few stored texts of each
     of its domains for the preview (explorer.index.background)."""
-    means = np.stack([background.group_mean_weights(index, group) for group in range(shape.num_groups)])
-    texts = background.background_texts(index)
+    means = np.stack([index_background.group_mean_weights(index, group) for group in range(shape.num_groups)])
+    texts = index_background.background_texts(index)
     names = sorted({text.domain for text in texts})
     source = f"{len(texts)} stored texts of the index ({', '.join(names) or 'none'})"
     return Background(means, "the indexed corpus", [t.token_ids for t in texts], [t.domain for t in texts], source)
