@@ -1,11 +1,12 @@
 """Command line of the precompute jobs: `python -m precompute COMMAND [options]`.
 
-    python -m precompute corpus --out assets/corpus          # build the labelled corpus (Debian fortunes, stdlib)
+    python -m precompute corpus --out assets/corpus          # build the labelled corpus (Debian text packages, stdlib)
     python -m precompute tokenizer --out FOLDER              # train the byte-level BPE tokenizer alone
     python -m precompute train --out assets/monet-embedded   # train the embedded default model
     python -m precompute index [options]                     # run a model over a corpus, write the expert index
     python -m precompute merge A B ... --out C               # combine shard index files exactly
     python -m precompute upgrade OLD --out NEW               # rewrite an older index in the current schema
+    python -m precompute scores INDEX                        # add expert scores (causal effect, coherence) to it
     python -m precompute schema                              # print the index schema (Markdown)
 
 Every command's options are one dataclass whose fields carry their help (`option` / `required_option`);
@@ -83,7 +84,7 @@ class Command:
 
 COMMANDS = {
     "corpus": Command(
-        "build the labelled training corpus (Python stdlib, Debian fortunes)",
+        "build the labelled training corpus (Python stdlib, Debian text packages)",
         "precompute.corpus.build:CorpusOptions",
         "precompute.corpus.build:run_corpus",
     ),
@@ -111,6 +112,11 @@ COMMANDS = {
         "rewrite an older index file in the current schema (no model run)",
         "precompute.indexing.shards:UpgradeOptions",
         "precompute.indexing.shards:run_upgrade",
+    ),
+    "scores": Command(
+        "add expert scores (causal effect, coherence) to an index file",
+        "precompute.indexing.scores:ScoreOptions",
+        "precompute.indexing.scores:run_scores",
     ),
     "schema": Command("print the expert index schema, meta keys included", None, "precompute.cli:print_schema"),
 }

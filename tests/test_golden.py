@@ -15,10 +15,19 @@ import duckdb
 import pytest
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-VOLATILE_META = {"created", "corpus", "model", "config_hash"}  # when and from which paths (hashed too) it ran
+# when and from which paths (hashed too) it ran
+VOLATILE_META = {"created", "corpus", "model", "config_hash", "scores_model"}
 # Sentence embeddings come from another library's float kernels, which differ by CPU: the rows are checked
 # by count and norm here, their values by the semantic-search tests.
 VALUES_NOT_KEPT = {"expert_embeddings": "embedding"}
+# Scores are differences of two float32 runs (the causal effect: its last bits follow the batch it ran in) or means
+# of those embeddings' dot products (coherence): the rows keep them to the decimals given here; their values are
+# checked against the definitions by tests/precompute/test_scores.py.
+DECIMALS_KEPT = {
+    ("expert_scores", "causal_effect"): 6,
+    ("expert_scores", "coherence"): 3,
+    ("meta", "coherence_baseline"): 3,
+}
 
 
 def _rounded(value):
@@ -43,6 +52,11 @@ def index_rows(path: Path) -> dict[str, str]:
                 record = dict(zip(columns, row, strict=True))
                 if name == "meta" and record["key"] in VOLATILE_META:
                     continue
+                if name == "meta" and (name, record["key"]) in DECIMALS_KEPT and record["value"] != "null":
+                    record["value"] = json.dumps(round(json.loads(record["value"]), DECIMALS_KEPT[name, record["key"]]))
+                for column in record:
+                    if (name, column) in DECIMALS_KEPT and record[column] is not None:
+                        record[column] = round(record[column], DECIMALS_KEPT[name, column])
                 if name in VALUES_NOT_KEPT:
                     vector = record.pop(VALUES_NOT_KEPT[name])
                     record["norm"] = round(math.sqrt(sum(v * v for v in vector)), 4)

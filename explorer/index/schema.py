@@ -103,6 +103,21 @@ class IndexMeta:
     moe_decompose: str = _fact("vertical (VD) or horizontal (HD)")
     dtype: str = _fact("dtype the model ran in")
     embedding_model: str | None = _fact("sentence-transformers model of expert_embeddings (null: none)", default=None)
+    scores_for: str | None = _fact(
+        "which experts expert_scores holds: 'all' or the --scores-for of the runs that wrote it (null: none scored)",
+        default=None,
+    )
+    scores_model: str | None = _fact(
+        "the model expert_scores.causal_effect was measured with (null: none)", default=None
+    )
+    scores_dtype: str | None = _fact("dtype of that model's runs (null: none)", default=None)
+    coherence_baseline: float | None = _fact(
+        "mean pairwise cosine similarity of the sentence embeddings of top_k top-context windows drawn uniformly"
+        " from the whole index (seeded by coherence_seed); expert_scores.coherence is measured against it"
+        " (null: no coherence computed)",
+        default=None,
+    )
+    coherence_seed: int | None = _fact("seed of the draw behind coherence_baseline (null: none)", default=None)
 
     @property
     def experts_per_group(self) -> int:
@@ -112,6 +127,13 @@ class IndexMeta:
 def meta_rows(meta: IndexMeta) -> list[tuple[str, str]]:
     """The `meta` table's rows for `meta`: (key, JSON value), one per field, in field order."""
     return [(spec.name, json.dumps(getattr(meta, spec.name))) for spec in fields(IndexMeta)]
+
+
+def meta_row(name: str, value) -> tuple[str, str]:
+    """One `meta` row, (key, JSON value), for a field of IndexMeta (KeyError for any other name)."""
+    if name not in {spec.name for spec in fields(IndexMeta)}:
+        raise KeyError(f"{name} is no IndexMeta field")
+    return name, json.dumps(value)
 
 
 def read_meta(rows: Iterable[tuple[str, str]]) -> IndexMeta:
@@ -312,6 +334,39 @@ DOC_TEXT = Table(
     order_by=("doc",),
 )
 
+EXPERT_SCORES = Table(
+    "expert_scores",
+    "Scores of each scored expert, measured on its top contexts once the top-K is final (precompute.indexing.scores;"
+    " `python -m precompute scores INDEX` adds them to a file). An expert without a row is not scored (see"
+    " meta.scores_for). A context's window here is its tokens at positions max(0, position - context) .. position.",
+    (
+        Column("grp", "UTINYINT", "routing group, 0-based"),
+        Column("expert", "UINTEGER", "flat id"),
+        Column("contexts_scored", "USMALLINT", "top contexts the scores are measured on (all the expert has, <= K)"),
+        Column(
+            "contexts_active",
+            "USMALLINT",
+            "of those, the windows where the expert's weight is non-zero at some token when the model runs on the"
+            " window alone; in the others switching it off changes nothing (KL exactly 0)",
+        ),
+        Column(
+            "causal_effect",
+            "DOUBLE",
+            "mean over its top contexts of KL(plain || switched off), in nats, of the next-token distribution at the"
+            " window's last token, the model run on the window alone, plain and with the expert switched off in"
+            " every layer of its group",
+        ),
+        Column(
+            "coherence",
+            "REAL",
+            "mean pairwise cosine similarity of the sentence embeddings of its top contexts' window texts (positions"
+            " position-context .. position+context, as shown) minus meta.coherence_baseline; NULL when not computed"
+            " or fewer than two contexts",
+        ),
+    ),
+    order_by=("grp", "expert"),
+)
+
 TABLES = (
     META,
     DOCUMENTS,
@@ -325,6 +380,7 @@ TABLES = (
     EXAMPLES,
     EXAMPLES_BY_LOCATION,
     EXPERT_TOKENS,
+    EXPERT_SCORES,
 )
 
 

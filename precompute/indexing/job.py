@@ -10,7 +10,7 @@ rerun with the same settings resumes there and produces the same index as an uni
 --shard k/n keeps the documents whose index % n == k; `python -m precompute merge` combines shard
 files exactly (precompute.indexing.shards). At the end the corpus is read once more for the
 documents that hold examples (their tokens are not kept during the run) and the index is written
-(precompute.indexing.writer).
+(precompute.indexing.writer), then the experts' scores are added to it (precompute.indexing.scores).
 """
 
 import ctypes
@@ -44,6 +44,7 @@ from precompute.indexing.options import (
     shard_documents,
     tokenize,
 )
+from precompute.indexing.scores import score_index
 from precompute.indexing.topk import EMPTY_ADDRESS, ExpertState, make_address, split_address
 from precompute.indexing.writer import DOCUMENT_COLUMNS, TOKEN_COLUMNS, IndexContents, write_index
 
@@ -296,7 +297,26 @@ class IndexJob:
                 f" {time.perf_counter() - started:.1f} s to write)"
             )
         checkpoint_path(self.out).unlink(missing_ok=True)
+        if self.options.scores_for.strip().lower() != "none":
+            self._score()
         return self.out
+
+    def _score(self) -> None:
+        """The experts' scores, now that their top contexts are final: as many rows per forward as tokens the
+        index ran per forward (a row is one short window), at least 256. A killed run continues with
+        `python -m precompute scores OUT`."""
+        rows_per_forward = max(256, self.options.batch_size * self.options.seq_len // (self.options.context + 1))
+        report = score_index(
+            self.out,
+            self.model,
+            self.options.scores_for,
+            rows_per_forward,
+            coherence=not self.options.no_embeddings,
+            model_name=self.options.model,
+            show_progress=not self.options.quiet,
+        )
+        if not self.options.quiet:
+            print(report.summary())
 
     def _contents(self, state: ExpertState, cursor: Cursor) -> IndexContents:
         """Read the corpus again for the documents that hold examples: their tokens and metadata."""

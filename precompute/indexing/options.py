@@ -59,7 +59,12 @@ class IndexOptions:
     dtype: str = option("auto", "float32, bfloat16, float16 (auto: bf16 on GPU)")
     checkpoint_every: int = option(1_000_000, "tokens between checkpoints")
     shard: str = option("0/1", "k/n: index only documents whose index % n == k")
-    no_embeddings: bool = option(False, "skip sentence embeddings (no semantic search)")
+    no_embeddings: bool = option(False, "skip sentence embeddings (no semantic search, no coherence scores)")
+    scores_for: str = option(
+        "all",
+        "experts whose scores (causal effect; coherence unless --no-embeddings) are computed once the index is"
+        " written (see `python -m precompute scores --help`), or 'none'",
+    )
     force: bool = option(False, "overwrite an existing --out file")
     quiet: bool = option(False, "no progress bars")
 

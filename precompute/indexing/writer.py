@@ -169,7 +169,7 @@ def _sql_string(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def _insert(conn, table: schema.Table, columns: dict, into: str | None = None) -> None:
+def insert_rows(conn, table: schema.Table, columns: dict, into: str | None = None) -> None:
     """Append rows (arrow arrays in the table's column order) to `table`, or to the table named `into`."""
     incoming = pa.table({name: columns[name] for name in table.column_names})
     if incoming.num_rows:
@@ -200,7 +200,7 @@ def _write_vocab(conn, vocab: list[str], corpus_counts: np.ndarray) -> None:
         "text": pa.array(vocab, pa.string()),
         "corpus_count": pa.array(corpus_counts, pa.uint64()),
     }
-    _insert(conn, schema.VOCAB, columns)
+    insert_rows(conn, schema.VOCAB, columns)
 
 
 def _write_domains(conn, state: ExpertState) -> None:
@@ -209,7 +209,7 @@ def _write_domains(conn, state: ExpertState) -> None:
         "domain": pa.array(np.array(state.domains, dtype=object)[seen], pa.string()),
         "n_tokens": pa.array(state.domain_tokens.numpy()[seen], pa.uint64()),
     }
-    _insert(conn, schema.DOMAINS, columns)
+    insert_rows(conn, schema.DOMAINS, columns)
 
 
 def _write_experts(conn, state: ExpertState, group: int, slot: np.ndarray, labels: list[str], E: int) -> None:
@@ -225,7 +225,7 @@ def _write_experts(conn, state: ExpertState, group: int, slot: np.ndarray, label
         "histogram": _list_array(state.histogram[slot].cpu().numpy(), pa.uint32()),
         "label": pa.array(labels, pa.string()),
     }
-    _insert(conn, schema.EXPERTS, columns)
+    insert_rows(conn, schema.EXPERTS, columns)
 
 
 def _write_expert_embeddings(conn, group: int, expert: np.ndarray, texts: list[str]) -> None:
@@ -237,7 +237,7 @@ def _write_expert_embeddings(conn, group: int, expert: np.ndarray, texts: list[s
         "expert": pa.array(expert, pa.uint32()),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), schema.EMBEDDING_DIM),
     }
-    _insert(conn, schema.EXPERT_EMBEDDINGS, columns)
+    insert_rows(conn, schema.EXPERT_EMBEDDINGS, columns)
 
 
 def _write_expert_domains(conn, state: ExpertState, group: int, slots: slice) -> None:
@@ -249,7 +249,7 @@ def _write_expert_domains(conn, state: ExpertState, group: int, slots: slice) ->
         "domain": pa.array(np.array(state.domains, dtype=object)[column] if len(expert) else [], pa.string()),
         "weight_sum": pa.array(domain_sums[expert, column], pa.float64()),
     }
-    _insert(conn, schema.EXPERT_DOMAINS, columns)
+    insert_rows(conn, schema.EXPERT_DOMAINS, columns)
 
 
 def _write_examples(conn, group: int, kind: str, rows: dict[str, np.ndarray], experts_per_group: int) -> None:
@@ -267,7 +267,7 @@ def _write_examples(conn, group: int, kind: str, rows: dict[str, np.ndarray], ex
         "window_max": pa.array(rows["window_max"], pa.float32()),
         "window_weights": _list_array(rows["window"], pa.uint8()),
     }
-    _insert(conn, schema.EXAMPLES, columns)
+    insert_rows(conn, schema.EXAMPLES, columns)
 
 
 def _stage_expert_tokens(conn, group: int, top_tokens: pl.DataFrame, experts_per_group: int) -> None:
@@ -280,7 +280,7 @@ def _stage_expert_tokens(conn, group: int, top_tokens: pl.DataFrame, experts_per
         "count": pa.array(top_tokens["count"].to_numpy(), pa.uint32()),
         "mean_weight": pa.array(top_tokens["mean_weight"].to_numpy(), pa.float32()),
     }
-    _insert(conn, schema.EXPERT_TOKENS, columns, into=STAGED_EXPERT_TOKENS)
+    insert_rows(conn, schema.EXPERT_TOKENS, columns, into=STAGED_EXPERT_TOKENS)
 
 
 def _write_expert_tokens(conn) -> None:
@@ -344,7 +344,7 @@ def _write_tokens(conn, tokens: TokenSource) -> None:
         "position": pa.array(tokens.position[keep], pa.uint32()),
         "token_id": pa.array(tokens.token_id[keep], pa.uint32()),
     }
-    _insert(conn, schema.TOKENS, columns)
+    insert_rows(conn, schema.TOKENS, columns)
 
 
 def _write_doc_text(conn, vocab: list[str]) -> None:
@@ -403,7 +403,7 @@ def _write_documents(conn, documents: pl.DataFrame, tokens: TokenSource) -> None
         "domain": pa.array(stored["domain"].to_list(), pa.string()),
         "n_tokens": pa.array(stored["n_tokens"].to_numpy(), pa.uint32()),
     }
-    _insert(conn, schema.DOCUMENTS, columns)
+    insert_rows(conn, schema.DOCUMENTS, columns)
 
 
 # -- the whole file --------------------------------------------------------------------------------------
