@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from explorer.model.naming import ExpertRef, ModelShape, _check_range, parse_expert_spec
+from explorer.model.sparse import SwitchedOffSet, SwitchedOffWeights, switched_off_set, switched_off_weights
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,24 @@ class Ablation:
             cached = self._device_cache[key] = (both[0], both[1])
         return cached
 
+    def layer_set(self, layer: int, device) -> SwitchedOffSet | None:
+        """The experts switched off in `layer` as the forward reads them; None if none. Layers switching the same
+        experts off (every layer of a group, for a group spec) get the same object, so a forward computes their
+        weights once per routing group (see SwitchingOff)."""
+        key = (layer, "set", str(device))
+        if key not in self._device_cache:
+            pairs = dict(self.pairs).get(layer)
+            found = None
+            if pairs:
+                same = ("set", pairs, str(device))
+                if same not in self._device_cache:
+                    self._device_cache[same] = switched_off_set(
+                        *self.layer_pairs(layer, device), self.shape.experts_per_side
+                    )
+                found = self._device_cache[same]
+            self._device_cache[key] = found
+        return self._device_cache[key]
+
     def triples(self) -> list[tuple[int, int, int]]:
         return [(layer, i, j) for layer, pairs in self.pairs for i, j in pairs]
 
@@ -149,6 +168,44 @@ class RowAblation:
             found = tuple(t[chosen].to(device) for t in (self.i, self.j, self.row)) if chosen.any() else None
             self._device_cache[key] = found
         return self._device_cache[key]
+
+    def layer_set(self, layer: int, device) -> SwitchedOffSet | None:
+        """The entries of `layer` as the forward reads them; None if none. Layers with the same entries (every
+        layer of a group, for `group_experts`) get the same object, so their weights are computed once."""
+        key = (layer, "set", str(device))
+        if key not in self._device_cache:
+            pairs = self.layer_pairs(layer, device)
+            found = None
+            if pairs is not None:
+                i, j, row = pairs
+                same = ("set", str(device), *(t.cpu().numpy().tobytes() for t in pairs))
+                if same not in self._device_cache:
+                    E = self.shape.experts_per_side
+                    self._device_cache[same] = switched_off_set(i, j, E, row, batch_size=self.batch_size)
+                found = self._device_cache[same]
+            self._device_cache[key] = found
+        return self._device_cache[key]
+
+
+class SwitchingOff:
+    """One forward pass's view of an ablation: per layer, the weights of its switched-off experts where they are
+    non-zero. The layers of a routing group share its routing, so layers that switch the same experts off
+    (a group spec) share one computation. Made per call, so concurrent calls share nothing."""
+
+    def __init__(self, ablation: "Ablation | RowAblation"):
+        self.ablation = ablation
+        self._last = None  # (set, g1, g2, weights) of the last layer asked for
+
+    def weights(self, layer: int, g1: torch.Tensor, g2: torch.Tensor) -> SwitchedOffWeights | None:
+        switched_off = self.ablation.layer_set(layer, g1.device)
+        if switched_off is None:
+            return None
+        last = self._last
+        if last is not None and last[0] is switched_off and last[1] is g1 and last[2] is g2:
+            return last[3]
+        weights = switched_off_weights(g1, g2, switched_off)
+        self._last = (switched_off, g1, g2, weights)
+        return weights
 
 
 def _within(values: torch.Tensor, limit: int) -> bool:

@@ -27,8 +27,9 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRMSNorm, LlamaRotaryEmbedding
 
-from explorer.model.ablation import Ablation, RowAblation
+from explorer.model.ablation import Ablation, RowAblation, SwitchingOff
 from explorer.model.naming import ModelShape
+from explorer.model.sparse import SwitchedOffWeights, switched_off_weights
 
 DECOMPOSITIONS = ("vertical", "horizontal")
 
@@ -146,36 +147,18 @@ class MonetRouter(nn.Module):
         return g1, g2
 
 
-def _heads_selecting(g: torch.Tensor) -> torch.Tensor:
-    """[N, H, E] routing weights -> [N, E] bitmask of the heads that select each entry (bit h for head h)."""
-    H = g.shape[1]
-    dtype = torch.uint8 if H <= 8 else torch.int16 if H <= 15 else torch.int32
-    bits = (1 << torch.arange(H, device=g.device, dtype=torch.int32)).to(dtype)
-    return ((g > 0).to(dtype) * bits[:, None]).sum(1, dtype=dtype)
+def _switched_off_weights(g1, g2, switched_off, dtype) -> SwitchedOffWeights:
+    """The MoE's `switched_off` as SwitchedOffWeights in `dtype`: computed here unless a forward already did
+    (SwitchingOff computes them once for the layers of a group that switch the same experts off)."""
+    if not isinstance(switched_off, SwitchedOffWeights):
+        switched_off = switched_off_weights(g1, g2, switched_off)
+    return switched_off._replace(weight=switched_off.weight.to(dtype))
 
 
-def _switched_off_weights(g1, g2, rows, cols, batch_rows=None):
-    """The non-zero weights w = sum_h g1[h, i] * g2[h, j] of the switched-off experts (i, j) = (rows[a], cols[a]),
-    as flat lists (token, a, w) over the B*T tokens of g1, g2 [B, T, H, E]. With `batch_rows`, entry a is
-    switched off in batch row batch_rows[a] only (a RowAblation), else in every row.
-
-    The router selects a few entries per head and side, so at any token only a few switched-off experts have
-    a non-zero weight: those where one head selects both i and j. Per token and entry a bitmask of the
-    selecting heads finds them on [tokens, A] small integers ([A, T] for per-row entries), and only they get
-    their weight: the cost follows the active entries, not tokens x A x heads (A is up to 20,000 per layer)."""
-    T, H, E = g1.shape[-3:]
-    g1, g2 = g1.reshape(-1, H, E), g2.reshape(-1, H, E)
-    heads1, heads2 = _heads_selecting(g1), _heads_selecting(g2)
-    if batch_rows is None:
-        shared_heads = heads1.index_select(1, rows) & heads2.index_select(1, cols)
-        token, a = shared_heads.nonzero(as_tuple=True)
-    else:  # entry a looks at the T tokens of its own row only
-        own_tokens = batch_rows[:, None] * T + torch.arange(T, device=g1.device)  # [A, T]
-        a, t = (heads1[own_tokens, rows[:, None]] & heads2[own_tokens, cols[:, None]]).nonzero(as_tuple=True)
-        token = own_tokens[a, t]
-    w = (g1[token, :, rows[a]] * g2[token, :, cols[a]]).sum(-1)  # [P]
-    kept = w != 0  # a product can underflow to 0 in low precision
-    return token[kept], a[kept], w[kept]
+def _subtract_rows(target, at, source, at_source, weight):
+    """target[at[p]] -= weight[p] * source[at_source[p]] for every p, in place (target is ours). Rows are a few
+    values wide: index_put_ with accumulate adds such rows several times faster than a 2-D index_add_."""
+    return target.index_put_((at,), source.index_select(0, at_source).mul_(-weight[:, None]), accumulate=True)
 
 
 def _read_through(direction: torch.Tensor, v: nn.Linear, experts: int) -> torch.Tensor:
@@ -210,14 +193,13 @@ class MonetMoVDE(nn.Module):
         a2_mixed = torch.einsum("bthi,bthm->btim", g1, torch.einsum("bthj,btjm->bthm", g2, a2))  # sum_j w_ij a'_j
         a1_mixed = torch.einsum("bthj,bthm->btjm", g2, torch.einsum("bthi,btim->bthm", g1, a1))  # sum_i w_ij a_i
         if switched_off is not None:  # subtract w_ij times each term of E_ij, at the tokens where w_ij != 0
-            token, a, w = _switched_off_weights(g1, g2, *switched_off)
-            at_row, at_col = token * self.experts + switched_off[0][a], token * self.experts + switched_off[1][a]
+            token, i, j, w = _switched_off_weights(g1, g2, switched_off, x.dtype)
             E, half = self.experts, a1.shape[-1]
-            row_mass = row_mass.flatten().index_add(0, at_row, w, alpha=-1).view_as(row_mass)
-            col_mass = col_mass.flatten().index_add(0, at_col, w, alpha=-1).view_as(col_mass)
-            a1_flat, a2_flat = a1.reshape(-1, half), a2.reshape(-1, half)
-            a2_mixed = a2_mixed.reshape(-1, half).index_add(0, at_row, w[:, None] * a2_flat[at_col], alpha=-1)
-            a1_mixed = a1_mixed.reshape(-1, half).index_add(0, at_col, w[:, None] * a1_flat[at_row], alpha=-1)
+            at_row, at_col = token * E + i, token * E + j
+            row_mass = row_mass.reshape(-1).index_add_(0, at_row, w, alpha=-1).view_as(row_mass)
+            col_mass = col_mass.reshape(-1).index_add_(0, at_col, w, alpha=-1).view_as(col_mass)
+            a2_mixed = _subtract_rows(a2_mixed.reshape(-1, half), at_row, a2.reshape(-1, half), at_col, w)
+            a1_mixed = _subtract_rows(a1_mixed.reshape(-1, half), at_col, a1.reshape(-1, half), at_row, w)
             a2_mixed, a1_mixed = a2_mixed.view(*a2.shape[:-2], E, half), a1_mixed.view(*a1.shape[:-2], E, half)
         first = self.v11((a1 * row_mass[..., None]).flatten(-2)) + self.v12(a2_mixed.flatten(-2)) + row_mass @ self.b1
         second = self.v21(a1_mixed.flatten(-2)) + self.v22((a2 * col_mass[..., None]).flatten(-2)) + col_mass @ self.b2
@@ -267,13 +249,11 @@ class MonetMoHDE(nn.Module):
         col_mass = g2.sum(-2)  # sum_i w_ij
         a_mixed = torch.einsum("bthj,bthm->btjm", g2, torch.einsum("bthi,btim->bthm", g1, a))  # sum_i w_ij a_i
         if switched_off is not None:  # subtract w_ij (V_j a_i + b_j) at the tokens where w_ij != 0
-            token, a_index, w = _switched_off_weights(g1, g2, *switched_off)
-            at_row = token * self.experts + switched_off[0][a_index]
-            at_col = token * self.experts + switched_off[1][a_index]
+            token, i, j, w = _switched_off_weights(g1, g2, switched_off, x.dtype)
+            at_row, at_col = token * self.experts + i, token * self.experts + j
             width = a.shape[-1]
-            col_mass = col_mass.flatten().index_add(0, at_col, w, alpha=-1).view_as(col_mass)
-            a_flat = a.reshape(-1, width)
-            a_mixed = a_mixed.reshape(-1, width).index_add(0, at_col, w[:, None] * a_flat[at_row], alpha=-1)
+            col_mass = col_mass.reshape(-1).index_add_(0, at_col, w, alpha=-1).view_as(col_mass)
+            a_mixed = _subtract_rows(a_mixed.reshape(-1, width), at_col, a.reshape(-1, width), at_row, w)
             a_mixed = a_mixed.view(*a.shape[:-2], self.experts, width)
         return self.v(a_mixed.flatten(-2)) + col_mass @ self.b
 
@@ -312,7 +292,7 @@ class MonetDecoderLayer(nn.Module):
         attention_mask=None,
         past_key_values=None,
         previous_router_probs=None,
-        switched_off=None,
+        switching_off: SwitchingOff | None = None,
         **kwargs,
     ):
         residual = hidden_states
@@ -327,6 +307,7 @@ class MonetDecoderLayer(nn.Module):
 
         moe_input = self.post_attention_layernorm(hidden_states)
         router_probs = self.router(moe_input) if self.router is not None else previous_router_probs
+        switched_off = switching_off.weights(self.layer_idx, *router_probs) if switching_off is not None else None
         hidden_states = hidden_states + self.moe(moe_input, *router_probs, switched_off=switched_off)
         return hidden_states, router_probs, moe_input
 
@@ -403,6 +384,7 @@ class MonetModel(MonetPreTrainedModel):
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
         router_probs, all_router_probs, moe_inputs = None, [], []
+        switching_off = SwitchingOff(ablation) if ablation else None
         for layer in self.layers:
             hidden_states, router_probs, moe_input = layer(
                 hidden_states,
@@ -410,7 +392,7 @@ class MonetModel(MonetPreTrainedModel):
                 attention_mask=causal_mask,
                 past_key_values=past_key_values,
                 previous_router_probs=router_probs,
-                switched_off=ablation.layer_pairs(layer.layer_idx, hidden_states.device) if ablation else None,
+                switching_off=switching_off,
                 **kwargs,
             )
             all_router_probs.append(router_probs if layer.router is not None else None)

@@ -127,3 +127,112 @@ def _pair_weights(g1, g2, sides: _Entries, entry, partner, min_weight):
             weight.index_select(0, strong),
         )
     return sides.token1.index_select(0, entry), sides.i.index_select(0, entry), sides.j.index_select(0, partner), weight
+
+
+# -- the switched-off experts' weights, for ablation -------------------------------------------------------
+class SwitchedOffSet(NamedTuple):
+    """One layer's switched-off experts as the forward reads them. `bits` holds, per (batch row, i) that
+    switches anything off, a bitset over j ([slots, ceil(E / 64)] int64, j at bit j % 64 of word j // 64);
+    `slot` [batch_rows * E] int64 points each (batch row, i) at its bitset row, or -1 where it switches
+    nothing off. With one set for the whole batch, batch_rows is 1 and every row reads it."""
+
+    rows: torch.Tensor  # [A] i of each switched-off expert
+    cols: torch.Tensor  # [A] j
+    batch_rows: torch.Tensor | None  # [A] the batch row it is switched off in, or None for every row
+    slot: torch.Tensor
+    bits: torch.Tensor
+
+
+class SwitchedOffWeights(NamedTuple):
+    """The non-zero weight terms of switched-off experts, one per (token, head, i, j) where that head selects
+    both i and j: weight = g1[token, head, i] * g2[token, head, j], so the terms of one (token, i, j) sum to
+    its w_ij. Subtracting each term's share of the output removes the expert exactly."""
+
+    token: torch.Tensor  # flat token over the B*T tokens of the batch
+    i: torch.Tensor
+    j: torch.Tensor
+    weight: torch.Tensor
+
+
+def switched_off_set(rows, cols, experts: int, batch_rows=None, batch_size: int = 1) -> SwitchedOffSet:
+    """The SwitchedOffSet of experts (rows[a], cols[a]), switched off in batch row batch_rows[a] (a RowAblation)
+    or, without batch_rows, in every row."""
+    words = -(-experts // 64)
+    owner = rows if batch_rows is None else batch_rows * experts + rows  # (batch row, i)
+    flat = torch.unique(owner * (words * 64) + cols)  # unique, so adding bits below sets them
+    owner, word, bit = flat // (words * 64), flat % (words * 64) // 64, flat % 64
+    used, slot_of_entry = torch.unique(owner, return_inverse=True)
+    slot = torch.full(((1 if batch_rows is None else batch_size) * experts,), -1, dtype=torch.long, device=rows.device)
+    slot[used] = torch.arange(len(used), device=rows.device)
+    bits = torch.zeros(len(used) * words, dtype=torch.long, device=rows.device)
+    bits.index_add_(0, slot_of_entry * words + word, torch.ones_like(bit) << bit)
+    return SwitchedOffSet(rows, cols, batch_rows, slot, bits.view(len(used), words))
+
+
+def switched_off_weights(g1: torch.Tensor, g2: torch.Tensor, switched_off) -> SwitchedOffWeights:
+    """The SwitchedOffWeights of a batch's routing g1, g2 [B, T, H, E] for `switched_off`: a SwitchedOffSet, or
+    (rows, cols) switched off in every row, or (rows, cols, batch_rows).
+
+    The cost follows the router's sparsity, not tokens x switched-off experts: each (token, head) selects
+    about k entries per side, so for each selected side-1 entry (token, head, i) one AND of the set's
+    bitset of row i with the head's selected side-2 entries (E / 64 words) finds the switched-off j that
+    this head also selects. Rows i that switch nothing off are skipped before any AND."""
+    if not isinstance(switched_off, SwitchedOffSet):
+        switched_off = switched_off_set(*switched_off[:2], g1.shape[-1], *switched_off[2:], batch_size=g1.shape[0])
+    T, H, E = g1.shape[-3:]
+    g1, g2 = g1.reshape(-1, E), g2.reshape(-1, E)  # [tokens * H, E]
+    head_token, i = (g1 > 0).nonzero(as_tuple=True)  # selected side-1 entries, one per (token, head, i)
+    owner = i if switched_off.batch_rows is None else head_token // (H * T) * E + i
+    slot = switched_off.slot.index_select(0, owner)
+    kept = (slot >= 0).nonzero().squeeze(1)
+    head_token, i, slot = head_token.index_select(0, kept), i.index_select(0, kept), slot.index_select(0, kept)
+    both = switched_off.bits.index_select(0, slot)  # [entries, words]
+    both &= _pack_bits(g2 > 0).index_select(0, head_token)
+    words = both.shape[1]
+    both = both.view(-1)
+    hit_words = both.nonzero().squeeze(1)
+    word_of_bit, bit = _set_bits(both.index_select(0, hit_words))
+    hit_words = hit_words.index_select(0, word_of_bit)
+    entry, j = hit_words // words, hit_words % words * 64 + bit
+    head_token, i = head_token.index_select(0, entry), i.index_select(0, entry)
+    weight = g1.view(-1).index_select(0, head_token * E + i) * g2.view(-1).index_select(0, head_token * E + j)
+    return SwitchedOffWeights(head_token // H, i, j, weight)
+
+
+def _pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """[R, E] bool -> [R, ceil(E / 64)] int64 bitsets (entry e at bit e % 64 of word e // 64)."""
+    R, E = mask.shape
+    words = -(-E // 64)
+    if E % 64:
+        mask = torch.nn.functional.pad(mask, (0, words * 64 - E))
+    byte_bits = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=mask.device)
+    packed = (mask.reshape(R, words * 8, 8).view(torch.uint8) * byte_bits).sum(-1, dtype=torch.uint8)
+    return packed.view(torch.int64)  # little-endian: byte k of a word holds entries 8k .. 8k + 7
+
+
+def _set_bits(words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index into `words`, bit position 0..63) of every set bit of the int64 `words`, by byte lookup tables."""
+    as_bytes = words.view(torch.uint8)  # assumes a little-endian machine, as _pack_bits does
+    byte = as_bytes.nonzero().squeeze(1)  # word * 8 + byte within it
+    value = as_bytes.index_select(0, byte).long()
+    popcount, nth_bit = _byte_tables(words.device)
+    count = popcount.index_select(0, value)
+    byte_of_bit = torch.repeat_interleave(torch.arange(len(byte), device=words.device), count)
+    rank = torch.arange(len(byte_of_bit), device=words.device) - (count.cumsum(0) - count).index_select(0, byte_of_bit)
+    bit = nth_bit.index_select(0, value.index_select(0, byte_of_bit) * 8 + rank)
+    byte = byte.index_select(0, byte_of_bit)
+    return byte // 8, byte % 8 * 8 + bit
+
+
+_BYTE_TABLES: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # constants, per device
+
+
+def _byte_tables(device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per byte value: its number of set bits, and (flat [256 * 8]) the position of its k-th set bit."""
+    key = str(device)
+    if key not in _BYTE_TABLES:
+        positions = [[b for b in range(8) if value >> b & 1] for value in range(256)]
+        popcount = torch.tensor([len(p) for p in positions], device=device)
+        nth_bit = torch.tensor([p + [0] * (8 - len(p)) for p in positions], device=device).view(-1)
+        _BYTE_TABLES[key] = popcount, nth_bit
+    return _BYTE_TABLES[key]
