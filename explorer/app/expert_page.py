@@ -1,9 +1,12 @@
-"""The index part of an expert page: statistics, contexts, histogram, top tokens, domains and verdict, siblings."""
+"""The index part of an expert page: statistics, scores, contexts, histogram, top tokens, domains and verdict,
+siblings."""
 
 from dataclasses import asdict, dataclass
 
 from explorer.app.domains import DomainVerdict, expert_verdict
+from explorer.index import scores
 from explorer.index.reader import DomainMean, Example, ExpertIndex, ExpertStats, HistogramBin, TokenCount
+from explorer.index.scores import ExpertScores
 from explorer.model.naming import ExpertRef, ModelShape, group_number
 
 
@@ -20,6 +23,8 @@ class ExpertPage:
     verdict: DomainVerdict
     same_row: list[ExpertStats]  # most active experts sharing i (first routing side)
     same_column: list[ExpertStats]  # sharing j
+    scores: ExpertScores | None  # causal effect and coherence with their percentiles; None: not scored
+    scores_note: str  # why there are no scores and how to add them ("" when there are)
 
     def to_json(self) -> dict:
         def example(e: Example) -> dict:
@@ -57,6 +62,8 @@ class ExpertPage:
             "specialised_in": self.verdict.specialised_in,
             "same_row": [s.name for s in self.same_row],
             "same_column": [s.name for s in self.same_column],
+            "scores": asdict(self.scores) if self.scores is not None else None,
+            "scores_note": self.scores_note,
         }
 
 
@@ -66,6 +73,7 @@ def expert_page(
     """The page's index reads, one after the other (side by side was slower)."""
     g, e = ref.group, ref.flat
     related = [s for s in index.siblings(g, ref.i, ref.j) if s.expert != e]
+    found = scores.expert_scores(index, g, e)
     return ExpertPage(
         ref,
         shape.group_layers(g),
@@ -78,4 +86,18 @@ def expert_page(
         expert_verdict(index, g, e),
         [s for s in related if s.i == ref.i][:siblings],
         [s for s in related if s.j == ref.j][:siblings],
+        found,
+        "" if found is not None else scores_note(index),
+    )
+
+
+def scores_note(index: ExpertIndex) -> str:
+    """What the page says where an expert has no scores: none computed for the index, or not for this expert."""
+    covered = scores.coverage(index)
+    command = f"python -m precompute scores {index.path}"
+    if covered.scored == 0:
+        return f"Scores not computed for this index: {command}"
+    return (
+        f"Not scored: this index has scores for {covered.scores_for or 'some experts'} ({covered.scored:,} experts);"
+        f" {command} --scores-for NAME adds them for one."
     )

@@ -31,7 +31,7 @@ from explorer.app.inspector import (
     why_next_token,
 )
 from explorer.app.loading import AppSettings
-from explorer.app.search import SEARCH_MODES, SearchResult
+from explorer.app.search import SEARCH_MODES, ScoreBoards, SearchResult
 from explorer.app.tokens import RequestRejected, encode, lone_token_texts, token_pieces, window_pieces
 from explorer.index import semantic
 from explorer.index.reader import ExpertIndex, ExpertStats
@@ -188,9 +188,17 @@ class Explorer:
             suppressed = [self.tokenizer.decode([t]) for t, _ in effects.suppressed]
         return effects, promoted, suppressed
 
-    def search(self, query: str, mode: str = "auto", group: int | None = None, limit: int = 20) -> SearchResult:
+    def search(
+        self, query: str, mode: str = "auto", group: int | None = None, limit: int = 20, sort: str = "match"
+    ) -> SearchResult:
         index = self._need_index()
-        return search.search(index, self.shape, self.group_density, query, mode, group, limit)
+        return search.search(index, self.shape, self.group_density, query, mode, group, limit, sort)
+
+    def score_boards(self, group: int, n: int = 10) -> ScoreBoards:
+        """The group's most and least causal and most coherent experts (explorer.app.search.score_boards)."""
+        index = self._need_index()
+        search.check_group(group, self.shape)
+        return search.score_boards(index, self.shape, self.group_density, group, n)
 
     def labels(self, experts: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
         """Labels of many (group, flat id) in one index read; {} without an index, experts never active absent."""

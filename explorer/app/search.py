@@ -1,7 +1,9 @@
-"""Finding experts: by id, by a token they fire on, by text inside their top contexts, or by meaning.
+"""Finding experts: by id, by a token they fire on, by text inside their top contexts, or by meaning; and the
+leaderboards of a group by their scores (most and least causal, most coherent).
 
 `search` checks the query, answers in the first mode that finds something (auto) or in the mode
-asked for, and gives every result row its density and label. Groups are 0-based; None is every group.
+asked for, and gives every result row its density, label and scores; the rows come in the order the
+mode found them, or sorted by a score (SORT_ORDERS). Groups are 0-based; None is every group.
 """
 
 import re
@@ -10,7 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from explorer.app.expert_page import scores_note
 from explorer.app.tokens import RequestRejected
+from explorer.index import scores
 from explorer.index.reader import ExpertIndex, IndexUnavailable
 from explorer.index.semantic import search_semantic
 from explorer.index.text_search import search_text
@@ -26,6 +30,12 @@ SEARCH_MODES = {
     "meaning": "experts whose label and contexts are closest in meaning (sentence embeddings)",
 }
 
+SORT_ORDERS = {
+    "match": "in the order the search found them",
+    "causal": "largest causal effect first (KL when switched off); experts without scores last",
+    "coherence": "most coherent top contexts first; experts without scores last",
+}
+
 
 @dataclass(frozen=True)
 class SearchRow:
@@ -35,6 +45,8 @@ class SearchRow:
     label: str
     density: float
     evidence: str  # why it matched
+    causal_effect: float | None = None  # None: not scored
+    coherence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,8 +112,29 @@ def search(
     mode: str = "auto",
     group: int | None = None,
     limit: int = 20,
+    sort: str = "match",
 ) -> SearchResult:
-    """Experts matching `query` (see SEARCH_MODES); `density_map(group)` gives a group's [E, E] densities."""
+    """Experts matching `query` (see SEARCH_MODES), ordered by `sort` (SORT_ORDERS); `density_map(group)` gives a
+    group's [E, E] densities."""
+    if sort not in SORT_ORDERS:
+        raise RequestRejected(f"Unknown order {sort!r}: choose one of {', '.join(SORT_ORDERS)}.")
+    found = _search(index, shape, density_map, query, mode, group, limit)
+    if sort == "match":
+        return found
+    key = {"causal": lambda row: row.causal_effect, "coherence": lambda row: row.coherence}[sort]
+    ordered = sorted(found.rows, key=lambda row: (key(row) is None, -(key(row) or 0.0)))  # stable: ties keep order
+    return SearchResult(found.mode, ordered, found.message)
+
+
+def _search(
+    index: ExpertIndex,
+    shape: ModelShape,
+    density_map: Callable[[int], np.ndarray],
+    query: str,
+    mode: str,
+    group: int | None,
+    limit: int,
+) -> SearchResult:
     query = (query or "").strip()
     if not query:
         raise RequestRejected("Type something to search for: an expert id, a token, a word or a phrase.")
@@ -179,6 +212,7 @@ class _Rows:
         """Rows of (group, expert, label or None to look it up, evidence)."""
         E = self.shape.experts_per_side
         labels = self.index.labels([(g, e) for g, e, label, _ in found if label is None])
+        scored = scores.scores_of(self.index, [(g, e) for g, e, _, _ in found])
         return [
             SearchRow(
                 self.index.expert_name(g, e),
@@ -187,6 +221,37 @@ class _Rows:
                 labels.get((g, e), "") if label is None else label,
                 float(self.density_map(g)[e // E, e % E]),
                 evidence,
+                *scored.get((g, e), (None, None)),
             )
             for g, e, label, evidence in found
         ]
+
+
+@dataclass(frozen=True)
+class ScoreBoards:
+    """A group's experts ranked by their scores (empty lists and a note saying how to add them when unscored)."""
+
+    most_causal: list[SearchRow]
+    least_causal: list[SearchRow]
+    most_coherent: list[SearchRow]
+    note: str  # "" when the index has scores
+
+
+def score_boards(
+    index: ExpertIndex, shape: ModelShape, density_map: Callable[[int], np.ndarray], group: int, n: int = 10
+) -> ScoreBoards:
+    rows = _Rows(index, shape, density_map)
+
+    def board(by: str, lowest: bool = False) -> list[SearchRow]:
+        found = scores.leaderboard(index, group, by, n, lowest)
+        return rows.of([(f.group, f.expert, f.label, score_text(f.causal_effect, f.coherence, by)) for f in found])
+
+    note = "" if scores.coverage(index).scored else scores_note(index)
+    return ScoreBoards(board("causal"), board("causal", lowest=True), board("coherence"), note)
+
+
+def score_text(causal_effect: float | None, coherence: float | None, which: str = "both") -> str:
+    """A score as the page writes it: "0.0123 nats" (causal effect), "+0.084" (coherence), "—" where none."""
+    causal = "—" if causal_effect is None else f"{causal_effect:.3g} nats"
+    coherent = "—" if coherence is None else f"{coherence:+.3f}"
+    return {"causal": causal, "coherence": coherent, "both": f"{causal} · {coherent}"}[which]

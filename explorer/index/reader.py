@@ -8,7 +8,7 @@ i*E + j. The file is opened read-only; every call runs on its own cursor, so one
 many threads. Results are dataclasses; every query is parameterised, with parameters cast to their
 column's type (an uncast parameter makes DuckDB cast the column instead and scan every row).
 Searches over many experts live beside this module: text_search.py (text inside top contexts),
-semantic.py (embeddings), domains.py (the paper's domain experts).
+semantic.py (embeddings), domains.py (the paper's domain experts), scores.py (causal effect, coherence).
 """
 
 import json
@@ -127,6 +127,8 @@ class ExpertIndex:
             # (default 50): a text search's batches stay row-group lookups instead of full scans
             self._conn.execute(f"SET GLOBAL dynamic_or_filter_threshold = {JOIN_FILTER_VALUES}")
             rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
+            # tables added after a file was written (expert_scores) may be absent: readers check here
+            self.tables = {name for (name,) in self._conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
             self._vocab = [
                 text for (text,) in self._conn.execute("SELECT text FROM vocab ORDER BY token_id").fetchall()
             ]

@@ -158,6 +158,37 @@ def context_rows_html(
     )
 
 
+CAUSAL_HELP = (
+    "causal effect: the mean, over its top contexts, of KL(plain ‖ switched off) of the next-token distribution"
+    " (nats), the model run on the tokens up to each context's highlighted token, plain and with this expert"
+    " switched off in every layer of its group"
+)
+COHERENCE_HELP = (
+    "coherence: mean pairwise cosine similarity of the sentence embeddings of its top contexts, minus the same"
+    " for random top contexts of the index (0 = as alike as chance)"
+)
+
+
+def expert_scores_html(scores, note: str) -> str:
+    """An expert's causal effect and coherence (explorer.index.scores.ExpertScores) with their percentiles among the
+    scored experts; `note` says why there are none when `scores` is None ("not scored")."""
+    if scores is None:
+        return f'<div class="expert-facts expert-scores">{esc(note)}</div>'
+    causal = (
+        f"causal effect {scores.causal_effect:.3g} nats: higher than {scores.causal_percentile:.0%} of the"
+        f" {scores.scored_experts:,} scored experts (it had weight in {scores.contexts_active} of its"
+        f" {scores.contexts_scored} contexts)"
+    )
+    if scores.coherence is None:
+        coherence = "coherence not measured for this index"
+    else:
+        coherence = f"coherence {scores.coherence:+.3f}: higher than {scores.coherence_percentile:.0%}"
+    return (
+        f'<div class="expert-facts expert-scores"><span title="{esc(CAUSAL_HELP)}">{esc(causal)}</span> · '
+        f'<span title="{esc(COHERENCE_HELP)}">{esc(coherence)}</span></div>'
+    )
+
+
 def ties_at_top(weights: Sequence[float], kept: int, tolerance: float = 1e-6) -> str:
     """A notice when several top contexts share the maximum weight ("" when they do not).
 

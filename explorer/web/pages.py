@@ -20,6 +20,7 @@ from explorer.app import ablation_set
 from explorer.app.explorer import SEARCH_MODES, ExpertPage, Explorer
 from explorer.app.generation import GenerationSettings
 from explorer.app.inspector import ACTIVE_WEIGHT, PromptInspection
+from explorer.app.search import score_text
 from explorer.app.tokens import RequestRejected
 from explorer.index.reader import ExpertStats, IndexUnavailable
 from explorer.model.naming import group_name, group_number
@@ -136,6 +137,27 @@ def overview_group(explorer: Explorer, group: int) -> tuple[str, str, str, str]:
     )
 
 
+@reports_errors("")
+def score_boards_view(explorer: Explorer, group: int) -> tuple[str, str]:
+    """The group's most and least causal and most coherent experts, side by side, then the status line."""
+    if explorer.index is None:
+        return "", messages.status("The score leaderboards need an expert index.", "warning")
+    boards = explorer.score_boards(group)
+    if boards.note:
+        return html.notice(boards.note), ""
+    columns = [("name", "expert", str), ("label", "label", str), ("evidence", "score", str)]
+    parts = [
+        ("Most causal", boards.most_causal),
+        ("Least causal", boards.least_causal),
+        ("Most coherent", boards.most_coherent),
+    ]
+    tables = [
+        f"<div><h4>{html.esc(title)}</h4>{html.table_html([asdict(r) for r in rows], columns, 'None scored.')}</div>"
+        for title, rows in parts
+    ]
+    return f'<div class="score-boards">{"".join(tables)}</div>', ""
+
+
 def spec_from_event(data: dict) -> str:
     """An expert name from a click on a page (see ui.CLICK_JS): {kind: expert, value} or {kind: cell, group, i, j}."""
     if data.get("kind") == "cell":
@@ -156,7 +178,7 @@ def _expert_header(page: ExpertPage) -> str:
     return (
         f'<div class="expert-head"><div class="expert-title"><span class="expert-name">{html.esc(ref)}</span>'
         f'<span class="expert-pair">{html.esc(ref.pair_label)}</span></div>{label}'
-        f'<div class="expert-facts">{html.esc(facts)}</div>'
+        f'<div class="expert-facts">{html.esc(facts)}</div>{html.expert_scores_html(page.scores, page.scores_note)}'
         f'<div class="verdict verdict-{verdict_kind}">{html.esc(page.verdict.text)}</div>'
         f'<div class="deep-link">Link to this page: <code>?expert={html.esc(ref)}</code></div></div>'
     )
@@ -323,15 +345,21 @@ def _expert_extras(explorer: Explorer, name: str) -> tuple[str, str]:
 
 # -- search ----------------------------------------------------------------------------------------------
 @reports_errors("")
-def search_view(explorer: Explorer, query: str, mode: str, group: int | None) -> tuple[str, str]:
-    """The results table, then the status line (what was searched, how, how many found)."""
-    result = explorer.search(query, mode, group)
+def search_view(explorer: Explorer, query: str, mode: str, group: int | None, sort: str = "match") -> tuple[str, str]:
+    """The results table (with the experts' scores when the index has some), then the status line (what was
+    searched, how, how many found)."""
+    result = explorer.search(query, mode, group, sort=sort)
     columns = [
         ("name", "expert", str),
         ("label", "label", str),
         ("density", "density", html.percent),
         ("evidence", "why it matched", str),
     ]
+    if any(row.causal_effect is not None for row in result.rows):
+        columns += [
+            ("causal_effect", "causal effect", lambda v: score_text(v, None, "causal")),
+            ("coherence", "coherence", lambda v: score_text(None, v, "coherence")),
+        ]
     status = messages.status(
         f"{result.message} · {len(result.rows)} result(s) · searched by {result.mode} ({SEARCH_MODES[result.mode]})"
     )

@@ -1,6 +1,7 @@
 """The Overview tab: the first minute (what an expert is, the "Start here" presets: explorer.web.first_minute), then
-model and index facts, the density histogram, a group's E x E map and its most and least active experts (clicks on
-them open experts: see expert.open_on; a click on a preset runs it on the Switch-off tab: see switch_off.build)."""
+model and index facts, the density histogram, a group's E x E map, its most and least active experts and its score
+leaderboards (clicks on them open experts: see expert.open_on; a click on a preset runs it on the Switch-off tab: see
+switch_off.build)."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from explorer.web.tabs.common import Context, clickable, status_line
 @dataclass(frozen=True)
 class OverviewTab:
     group: gr.Radio
-    clickables: tuple[gr.HTML, ...]  # the introduction, the map and the two lists: a click opens an expert
+    clickables: tuple[gr.HTML, ...]  # the introduction, the map, the two lists, the leaderboards: a click opens one
     start_here: gr.HTML | None  # the presets row (None without presets): a click runs one on the Switch-off tab
     cell_i: gr.Number
     cell_j: gr.Number
@@ -57,6 +58,13 @@ def build(ctx: Context, presets: Sequence[Preset] = ()) -> OverviewTab:
                 most_active = clickable(elem_id="most-active")
                 gr.Markdown("#### Least active (but active at least once)")
                 least_active = clickable(elem_id="least-active")
+        gr.Markdown(
+            "### Scores of the group's experts\n**Causal effect**: how much switching the expert off changes the "
+            "next token where it fires most (mean KL in nats over its top contexts). **Coherence**: how alike its "
+            "top contexts read (sentence embeddings), above chance."
+        )
+        boards = clickable(elem_id="score-boards")
+        boards_status = status_line("score-boards-status")
 
     outputs = [density_map, most_active, least_active, group_status]
     group.change(lambda g: pages.overview_group(explorer, g), group, outputs, **ctx.index_events)
@@ -66,5 +74,11 @@ def build(ctx: Context, presets: Sequence[Preset] = ()) -> OverviewTab:
         outputs,
         **ctx.index_events,
     )
-    clickables = (intro, density_map, most_active, least_active)
+
+    def show_boards(g):
+        return pages.score_boards_view(explorer, g) if g is not None else ("", "")
+
+    group.change(show_boards, group, [boards, boards_status], **ctx.index_events)
+    ctx.blocks.load(show_boards, group, [boards, boards_status], **ctx.index_events)
+    clickables = (intro, density_map, most_active, least_active, boards)
     return OverviewTab(group, clickables, start_here, cell_i, cell_j, open_cell, cell_status)
