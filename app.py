@@ -33,7 +33,13 @@ OPTIONS = [  # flag, environment variable, default, help
         "demo presets (JSON: the Start here row and talk mode); default: assets/presets.json for the embedded model",
     ),
     ("--device", "MONET_DEVICE", "auto", "cpu, cuda, cuda:1 ... (auto: cuda when available)"),
-    ("--dtype", "MONET_DTYPE", "auto", "float32, bfloat16, float16 (auto: bfloat16 on GPU, float32 on CPU)"),
+    (
+        "--dtype",
+        "MONET_DTYPE",
+        "auto",
+        "float32, bfloat16, float16 (auto: bfloat16 on GPU, and on a CPU with native bfloat16 (AVX512-BF16, AMX)"
+        " for models of 100M parameters or more; float32 otherwise)",
+    ),
     ("--host", "MONET_HOST", None, "address to serve on (default: GRADIO_SERVER_NAME or 127.0.0.1)"),
     ("--port", "MONET_PORT", None, "port to serve on (default: GRADIO_SERVER_PORT or 7860)"),
     ("--model-concurrency", "MONET_MODEL_CONCURRENCY", "2", "requests running the model at once"),

@@ -195,6 +195,101 @@ def bench_generation(model_dir, new_tokens=48, repeats=3):
     )
 
 
+def bench_linear_batch1(matrices=24, repeats=3):
+    """Seconds for y = W x at batch 1, per matrix, over `matrices` different 4096 x 2048 weights (more bytes than
+    any cache, as in decoding): float32, torch's plain bfloat16 linear, and bfloat16 pre-packed by oneDNN (what
+    a bfloat16 model on a CPU uses)."""
+    from explorer.model.device import PackedLinear, can_pack_bfloat16
+
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(2048, 4096, bias=False) for _ in range(matrices)]
+    x = torch.randn(1, 2048)
+    figures = {"float32": best_of(lambda: [layer(x) for layer in layers], repeats) / matrices}
+    layers = [layer.bfloat16() for layer in layers]  # in place: never two float32 copies
+    figures["bfloat16"] = best_of(lambda: [layer(x.bfloat16()) for layer in layers], repeats) / matrices
+    if can_pack_bfloat16():
+        layers = [PackedLinear(layer) for layer in layers]
+        figures["bfloat16 packed"] = best_of(lambda: [layer(x.bfloat16()) for layer in layers], repeats) / matrices
+    return figures
+
+
+def build_random_model(layers: int, dtype: torch.dtype, seed: int = 0):
+    """A Monet-VD at the 1.4B shapes with random weights, built directly in `dtype` (a 24-layer float32 copy is
+    6 GB: never build one to convert it), prepared as `load_model` prepares a checkpoint: router statistics in
+    float32, calibrated on one random prompt so each head selects about moe_topk entries, and on a CPU in
+    bfloat16 the packed linear layers. No end-of-sequence token, so every run decodes all its tokens."""
+    from explorer.model.device import can_pack_bfloat16, pack_linear_layers
+    from explorer.model.monet import MonetForCausalLM
+
+    config = MonetConfig(**dict(SHAPES_14B, num_hidden_layers=layers))
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        torch.manual_seed(seed)
+        model = MonetForCausalLM(config).eval()
+    finally:
+        torch.set_default_dtype(default_dtype)
+    norms = [norm for layer in model.model.layers if layer.router for norm in (layer.router.norm1, layer.router.norm2)]
+    for norm in norms:
+        norm.float().train()
+        norm.momentum = None  # cumulative average: one pass sets the batch statistics
+        norm.reset_running_stats()
+    with torch.no_grad():
+        model(torch.randint(3, config.vocab_size, (1, 64), generator=torch.Generator().manual_seed(seed)))
+    for norm in norms:
+        norm.eval()
+    if dtype == torch.bfloat16 and can_pack_bfloat16():
+        pack_linear_layers(model)
+    model.generation_config.eos_token_id = None
+    return model
+
+
+def bench_cpu_generation(layers=24, new_tokens=32, rounds=2, dtypes=("float32", "bfloat16")):
+    """The app's decoding loop (explorer.app.generation.decode_tokens: batch 1, KV cache, greedy) at the 1.4B
+    shapes, plain and with 1,000 experts of every routing group off, in each dtype: tokens/s (median of
+    `rounds`, plain and ablated taking turns) and the process's peak memory. One model at a time, freed between."""
+    import gc
+    import resource
+
+    from explorer.app.generation import GenerationSettings, decode_tokens
+    from explorer.model.device import DTYPES
+
+    settings = GenerationSettings(max_new_tokens=new_tokens)
+    prompt = torch.randint(3, SHAPES_14B["vocab_size"], (16,), generator=torch.Generator().manual_seed(2)).tolist()
+
+    def tokens_per_s(model, ablation):
+        start = time.perf_counter()
+        count = len(list(decode_tokens(model, prompt, ablation, settings)))
+        return count / (time.perf_counter() - start)
+
+    figures = {}
+    for name in dtypes:
+        start = time.perf_counter()
+        model = build_random_model(layers, DTYPES[name])
+        built_s = time.perf_counter() - start
+        groups = model.config.num_routing_groups
+        gen = torch.Generator().manual_seed(3)
+        experts = [
+            f"G{g + 1}/{f}" for g in range(groups) for f in torch.randperm(512 * 512, generator=gen)[:1000].tolist()
+        ]
+        ablation = Ablation.build(experts, model.config)
+        tokens_per_s(model, ablation)  # warm-up: first calls, the ablation's cached sets
+        plain, ablated = [], []
+        for _ in range(rounds):
+            plain.append(tokens_per_s(model, None))
+            ablated.append(tokens_per_s(model, ablation))
+        figures[name] = dict(
+            plain_tokens_per_s=statistics.median(plain),
+            ablated_tokens_per_s=statistics.median(ablated),
+            switched_off=len(ablation),
+            build_s=built_s,
+            peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        )
+        del model
+        gc.collect()
+    return figures
+
+
 def default_small_model():
     embedded = REPO_DIR / "assets" / "monet-embedded"
     if (embedded / "config.json").exists():
@@ -207,6 +302,10 @@ def main():
     parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--small-model", type=Path, default=default_small_model())
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--layers", type=int, default=24, help="layers of the 1.4B-shape model for (d, e); 0 skips them (24 = 1.4B)"
+    )
+    parser.add_argument("--new-tokens", type=int, default=32, help="tokens each decoding run of (e) writes")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.tokens} tokens, 1.4B router shapes")
 
@@ -259,11 +358,33 @@ def main():
         f"(c) greedy generation on {Path(g['model']).name}: plain {g['plain_tokens_per_s']:.1f} tok/s, "
         f"{g['switched_off']} experts off {g['ablated_tokens_per_s']:.1f} tok/s, ratio {ratio_c:.3f}   (goal >= 0.9)"
     )
+    figures = dict(r, **g, ratio_a=ratio_a, ratio_b=ratio_b, ratio_b_cap=ratio_b_cap, ratio_c=ratio_c)
+    figures.update(ratio_layer=ratio_layer, ratio_layer_cap=ratio_layer_cap, dense_bytes=dense_per_head)
+    if args.layers:
+        figures.update(print_cpu_generation(args.layers, args.new_tokens))
     if args.json:
-        figures = dict(r, **g, ratio_a=ratio_a, ratio_b=ratio_b, ratio_b_cap=ratio_b_cap, ratio_c=ratio_c)
-        figures.update(ratio_layer=ratio_layer, ratio_layer_cap=ratio_layer_cap)
-        figures.update(dense_bytes=dense_per_head)
         args.json.write_text(json.dumps(figures, indent=2))
+
+
+def print_cpu_generation(layers: int, new_tokens: int) -> dict:
+    linear = bench_linear_batch1()
+    print(
+        "(d) y = W x at batch 1, 4096 x 2048, weights streamed from memory: "
+        + ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in linear.items())
+        + f"; float32 / bfloat16 packed = {linear['float32'] / linear.get('bfloat16 packed', float('nan')):.2f}"
+    )
+    cpu = bench_cpu_generation(layers, new_tokens)
+    print(f"(e) the app's decoding at the 1.4B shapes ({layers} layers, random weights), {new_tokens} new tokens:")
+    for name, f in cpu.items():
+        ratio = f["ablated_tokens_per_s"] / f["plain_tokens_per_s"]
+        print(
+            f"    {name}: plain {f['plain_tokens_per_s']:.2f} tok/s, {f['switched_off']:,} experts off "
+            f"(1,000 of every group) {f['ablated_tokens_per_s']:.2f} tok/s, ablated / plain {ratio:.3f} "
+            f"(goal >= 0.95); peak RSS {f['peak_rss_gib']:.1f} GiB, built in {f['build_s']:.0f} s"
+        )
+    speedup = cpu["bfloat16"]["plain_tokens_per_s"] / cpu["float32"]["plain_tokens_per_s"]
+    print(f"    bfloat16 / float32 tokens/s = {speedup:.2f}   (goal >= 1.8)")
+    return dict(linear_batch1_s=linear, cpu_generation=cpu, bfloat16_speedup=speedup)
 
 
 if __name__ == "__main__":

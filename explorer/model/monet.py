@@ -137,7 +137,7 @@ class MonetRouter(nn.Module):
 
     def _select(self, logits: torch.Tensor, norm: nn.BatchNorm1d) -> torch.Tensor:
         scores = logits.float()  # [B, T, H, E]
-        normed = norm(scores.flatten(0, 1)).view_as(scores)  # BatchNorm per head over tokens and entries
+        normed = _batch_norm(norm, scores.flatten(0, 1)).view_as(scores)  # per head over tokens and entries
         threshold = normed.amax(-1, keepdim=True).clamp(max=self.sigma)  # at least one entry per head
         return torch.softmax(scores.masked_fill(normed < threshold, float("-inf")), dim=-1)
 
@@ -147,12 +147,27 @@ class MonetRouter(nn.Module):
         return g1, g2
 
 
-def _switched_off_weights(g1, g2, switched_off, dtype) -> SwitchedOffWeights:
-    """The MoE's `switched_off` as SwitchedOffWeights in `dtype`: computed here unless a forward already did
-    (SwitchingOff computes them once for the layers of a group that switch the same experts off)."""
-    if not isinstance(switched_off, SwitchedOffWeights):
-        switched_off = switched_off_weights(g1, g2, switched_off)
-    return switched_off._replace(weight=switched_off.weight.to(dtype))
+def _batch_norm(norm: nn.BatchNorm1d, scores: torch.Tensor) -> torch.Tensor:
+    """The router's BatchNorm of float32 scores. In eval mode its running statistics are read in float32 too,
+    whatever dtype the model runs in (torch's CPU batch_norm refuses bfloat16 statistics for float32 input)."""
+    if norm.training:
+        return norm(scores)
+    return F.batch_norm(scores, norm.running_mean.float(), norm.running_var.float(), training=False, eps=norm.eps)
+
+
+def _gating_precision(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The gates and expert activations in float32 for the gating sums, whatever dtype the model runs in: they
+    are small (E * m values per token), float32 keeps the router's precision, and bfloat16 batched products of
+    these shapes are slow on a CPU. The large products (U, V) stay in the model's dtype."""
+    return tuple(t.float() for t in tensors)
+
+
+def _switched_off_weights(g1, g2, switched_off) -> SwitchedOffWeights:
+    """The MoE's `switched_off` as SwitchedOffWeights: computed here unless a forward already did (SwitchingOff
+    computes them once for the layers of a group that switch the same experts off)."""
+    if isinstance(switched_off, SwitchedOffWeights):
+        return switched_off._replace(weight=switched_off.weight.to(g1.dtype))
+    return switched_off_weights(g1, g2, switched_off)
 
 
 def _subtract_rows(target, at, source, at_source, weight):
@@ -185,15 +200,15 @@ class MonetMoVDE(nn.Module):
         self.b2 = nn.Parameter(torch.zeros(config.moe_experts, half))
 
     def forward(self, x, g1, g2, switched_off=None):
-        g1, g2 = g1.type_as(x), g2.type_as(x)
         a1 = self.act_fn(self.u1(x).unflatten(-1, (self.experts, -1)))  # a_i:  [B, T, E, m/2]
         a2 = self.act_fn(self.u2(x).unflatten(-1, (self.experts, -1)))  # a'_j: [B, T, E, m/2]
+        g1, g2, a1, a2 = _gating_precision(g1, g2, a1, a2)
         # Softmax rows sum to one, so sum_j w_ij = sum_h g1[h, i] and the E*E sum factorises per head.
         row_mass, col_mass = g1.sum(-2), g2.sum(-2)  # [B, T, E]
         a2_mixed = torch.einsum("bthi,bthm->btim", g1, torch.einsum("bthj,btjm->bthm", g2, a2))  # sum_j w_ij a'_j
         a1_mixed = torch.einsum("bthj,bthm->btjm", g2, torch.einsum("bthi,btim->bthm", g1, a1))  # sum_i w_ij a_i
         if switched_off is not None:  # subtract w_ij times each term of E_ij, at the tokens where w_ij != 0
-            token, i, j, w = _switched_off_weights(g1, g2, switched_off, x.dtype)
+            token, i, j, w = _switched_off_weights(g1, g2, switched_off)
             E, half = self.experts, a1.shape[-1]
             at_row, at_col = token * E + i, token * E + j
             row_mass = row_mass.reshape(-1).index_add_(0, at_row, w, alpha=-1).view_as(row_mass)
@@ -201,8 +216,12 @@ class MonetMoVDE(nn.Module):
             a2_mixed = _subtract_rows(a2_mixed.reshape(-1, half), at_row, a2.reshape(-1, half), at_col, w)
             a1_mixed = _subtract_rows(a1_mixed.reshape(-1, half), at_col, a1.reshape(-1, half), at_row, w)
             a2_mixed, a1_mixed = a2_mixed.view(*a2.shape[:-2], E, half), a1_mixed.view(*a1.shape[:-2], E, half)
-        first = self.v11((a1 * row_mass[..., None]).flatten(-2)) + self.v12(a2_mixed.flatten(-2)) + row_mass @ self.b1
-        second = self.v21(a1_mixed.flatten(-2)) + self.v22((a2 * col_mass[..., None]).flatten(-2)) + col_mass @ self.b2
+        weighted1, weighted2 = a1 * row_mass[..., None], a2 * col_mass[..., None]
+        weighted1, weighted2, a1_mixed, a2_mixed, row_mass, col_mass = (
+            t.to(x.dtype) for t in (weighted1, weighted2, a1_mixed, a2_mixed, row_mass, col_mass)
+        )
+        first = self.v11(weighted1.flatten(-2)) + self.v12(a2_mixed.flatten(-2)) + row_mass @ self.b1
+        second = self.v21(a1_mixed.flatten(-2)) + self.v22(weighted2.flatten(-2)) + col_mass @ self.b2
         return torch.cat((first, second), dim=-1)
 
     def expert_output(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
@@ -244,17 +263,18 @@ class MonetMoHDE(nn.Module):
         self.b = nn.Parameter(torch.zeros(config.moe_experts, config.hidden_size))
 
     def forward(self, x, g1, g2, switched_off=None):
-        g1, g2 = g1.type_as(x), g2.type_as(x)
         a = self.act_fn(self.u(x).unflatten(-1, (self.experts, -1)))  # a_i: [B, T, E, m]
+        g1, g2, a = _gating_precision(g1, g2, a)
         col_mass = g2.sum(-2)  # sum_i w_ij
         a_mixed = torch.einsum("bthj,bthm->btjm", g2, torch.einsum("bthi,btim->bthm", g1, a))  # sum_i w_ij a_i
         if switched_off is not None:  # subtract w_ij (V_j a_i + b_j) at the tokens where w_ij != 0
-            token, i, j, w = _switched_off_weights(g1, g2, switched_off, x.dtype)
+            token, i, j, w = _switched_off_weights(g1, g2, switched_off)
             at_row, at_col = token * self.experts + i, token * self.experts + j
             width = a.shape[-1]
             col_mass = col_mass.reshape(-1).index_add_(0, at_col, w, alpha=-1).view_as(col_mass)
             a_mixed = _subtract_rows(a_mixed.reshape(-1, width), at_col, a.reshape(-1, width), at_row, w)
             a_mixed = a_mixed.view(*a.shape[:-2], self.experts, width)
+        a_mixed, col_mass = a_mixed.to(x.dtype), col_mass.to(x.dtype)
         return self.v(a_mixed.flatten(-2)) + col_mass @ self.b
 
     def expert_output(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
@@ -324,6 +344,8 @@ class MonetPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     # Router norms may come without `num_batches_tracked` in some exports; it is unused in eval mode.
     _keys_to_ignore_on_load_missing = [r"router\.norm\d\.num_batches_tracked"]
+    # The router's BatchNorm statistics decide which entries pass the threshold: loaded in float32 in any dtype.
+    _keep_in_fp32_modules_strict = [f"router.norm{side}.running_{stat}" for side in (1, 2) for stat in ("mean", "var")]
 
     def _init_weights(self, module):
         super()._init_weights(module)
