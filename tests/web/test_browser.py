@@ -510,3 +510,34 @@ def test_concept_panel_builds_a_set_and_the_measure_shows_its_control(embedded_p
     expect(page.locator("#measured .control-tokens tbody tr").first).to_be_visible()
     page.locator("#measured").scroll_into_view_if_needed()
     shot(page, "17-set-against-control")
+
+
+def test_scores_in_the_overview_the_expert_page_and_search(page, app_url):
+    from playwright.sync_api import expect
+
+    page.goto(app_url)
+    boards = page.locator("#score-boards .score-boards")
+    expect(boards).to_be_visible()
+    expect(boards.locator("table")).to_have_count(3)
+    expect(boards).to_contain_text("Most causal")
+    page.locator("#score-boards").scroll_into_view_if_needed()
+    shot(page, "scores-overview")
+    strongest = boards.locator("table").first.locator("tbody tr").first
+    name = strongest.get_attribute("data-expert")
+    strongest.locator("td").nth(1).click()
+    expect(page.locator("#expert-header .expert-name")).to_have_text(name)
+    expect(page.locator("#expert-header .expert-scores")).to_contain_text("causal effect")
+    expect(page.locator("#expert-header .expert-scores")).to_contain_text("scored experts")
+    shot(page, "scores-expert")
+
+    open_tab(page, "Search")
+    page.locator("#search-query textarea").fill("quick")
+    page.locator("#search-button").click()
+    expect(page.locator("#search-results tbody tr").first).to_be_visible()
+    page.locator("#search-sort").get_by_text("causal", exact=True).click()
+    expect(page.locator("#search-results thead")).to_contain_text("causal effect")
+    effects = [
+        float(cell.split()[0]) for cell in page.locator("#search-results tbody tr td:nth-child(5)").all_inner_texts()
+    ]
+    assert len(effects) > 1 and effects == sorted(effects, reverse=True)
+    shot(page, "scores-search")
