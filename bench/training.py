@@ -7,13 +7,18 @@ alike; the table prints the median tokens/s and the ratio to float32 with torch'
 Whether an option also *trains as well* is a separate check: `--quality N` trains N steps of the real
 corpus from the same seed with float32 and with bfloat16 and prints both losses.
 
-Run: python -m bench.training [--rounds 3] [--steps 5] [--quality 0]
+`--compare OLD NEW` prints two trained models' held-out loss per character on the domains both were
+trained on (per character, because their tokenizers differ).
+
+Run: python -m bench.training [--rounds 3] [--steps 5] [--quality 0] [--compare OLD NEW]
 """
 
 import argparse
+import json
 import statistics
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -94,6 +99,42 @@ def quality(steps: int, tokenizer: str | None) -> None:
         )
 
 
+def nats_per_character(model_dir: str, domains: list[str], corpus: str = "assets/corpus") -> dict[str, float]:
+    """Held-out loss per character (nats) of a trained model on the current corpus's held-out documents.
+
+    Per-token losses of models with different tokenizers do not compare; per character they do: the
+    summed next-token loss over the domain's held-out windows, divided by the characters of its documents."""
+    from tokenizers import Tokenizer
+
+    from explorer.model.device import load_model
+    from precompute.corpus.build import load_corpus
+    from precompute.training.train import encode_documents, heldout_loss, pack
+
+    model = load_model(model_dir, device="cpu")
+    tokenizer = Tokenizer.from_file(f"{model_dir}/tokenizer.json")
+    docs = [d for d in load_corpus(corpus) if d["split"] == "heldout" and d["domain"] in domains]
+    encoded = encode_documents(tokenizer, docs)["heldout"]
+    seq_len = model.config.max_position_embeddings
+    result = {}
+    for domain in domains:
+        windows = pack(encoded[domain], seq_len, keep_tail=True)
+        predicted = sum(len(w) - 1 for w in windows)
+        loss = heldout_loss(model, windows, seq_len, 8, model.device)
+        result[domain] = loss * predicted / sum(len(d["text"]) for d in docs if d["domain"] == domain)
+    return result
+
+
+def compare(old: str, new: str) -> None:
+    """Nats per character of two models on the held-out documents of the domains both were trained on."""
+    trained = [set(json.loads(Path(m, "training.json").read_text())["train_tokens_per_domain"]) for m in (old, new)]
+    domains = sorted(trained[0] & trained[1])
+    losses = {m: nats_per_character(m, domains) for m in (old, new)}
+    print(f"\nheld-out loss per character (nats), domains both models trained on: {old} -> {new}")
+    for domain in domains:
+        before, after = losses[old][domain], losses[new][domain]
+        print(f"{domain:10s} {before:.4f} -> {after:.4f} ({after / before - 1:+.1%})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -103,11 +144,14 @@ def main() -> None:
         "--tokenizer", default=None, help="folder with tokenizer.json for --quality (default: train one)"
     )
     parser.add_argument("--no-speed", action="store_true", help="skip the speed table")
+    parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="two model folders: loss per character")
     args = parser.parse_args()
     if not args.no_speed:
         speed_table(args.rounds, args.steps)
     if args.quality:
         quality(args.quality, args.tokenizer)
+    if args.compare:
+        compare(*args.compare)
 
 
 if __name__ == "__main__":

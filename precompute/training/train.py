@@ -381,6 +381,14 @@ def save(model, tokenizer: Tokenizer, summary: dict, out: Path) -> None:
     (out / "README.md").write_text(model_card(summary, model.config))
 
 
+def _schedule_flags(cfg: dict) -> str:
+    """The run's budget, seed and speed options as command-line flags (speed ones absent from older files)."""
+    flags = f"--minutes {cfg['minutes']:g} --seed {cfg['seed']}"
+    flags += f" --threads {cfg['threads']}" if cfg.get("threads") else ""
+    flags += " --precision bfloat16" if cfg.get("precision") == "bfloat16" else ""
+    return flags + (" --compile" if cfg.get("compile") else "")
+
+
 def model_card(summary: dict, config) -> str:
     cfg, last = summary["config"], summary["history"][-1]
     uniformity_on = "on a smooth selection frequency" if cfg["smooth_uniformity"] else "on the routing g1, g2"
@@ -439,7 +447,7 @@ Mean next-token loss in nats on the held-out split (about 5 % of each domain's d
 ```
 apt-get install -y bible-kjv dict-gcide manpages fortunes-de fortunes-es fortunes-it  # only to rebuild the corpus
 python -m precompute corpus --out assets/corpus                   # optional: the corpus is shipped
-python -m precompute train --out {summary["config"]["out"]} --minutes {cfg["minutes"]:g} --seed {cfg["seed"]}
+python -m precompute train --out {summary["config"]["out"]} {_schedule_flags(cfg)}
 ```
 `--steps {summary["steps"]}` instead of `--minutes` repeats this run's schedule exactly on the same kind of device.
 Full settings and the loss curve: `training.json`.
