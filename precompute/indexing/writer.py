@@ -45,6 +45,8 @@ TOP_TOKENS_PER_EXPERT = 16
 EMBEDDED_CONTEXTS = 3  # top contexts that go into an expert's embedding text
 DOCUMENT_COLUMNS = {"doc": pl.Int64, "source_id": pl.String, "domain": pl.String, "n_tokens": pl.Int64}
 TOKEN_COLUMNS = {"doc": pl.Int64, "position": pl.Int64, "token_id": pl.Int64}
+# A file is written without scores (precompute.indexing.scores adds them): a merged or upgraded one keeps none.
+NO_SCORES = dict(scores_for=None, scores_model=None, scores_dtype=None, coherence_baseline=None, coherence_seed=None)
 STAGED_EXPERT_TOKENS = "staged_expert_tokens"  # a temporary table: expert_tokens rows in (grp, expert) order
 
 
@@ -419,6 +421,7 @@ def write_index(
         schema_version=schema.SCHEMA_VERSION,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         embedding_model=embedding_model_name() if embed else None,
+        **NO_SCORES,
     )
     E, experts_per_group, context = meta.moe_experts, meta.experts_per_group, meta.context
     tmp = path.with_name(path.name + ".tmp")

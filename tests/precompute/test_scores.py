@@ -158,3 +158,17 @@ def test_the_command_scores_a_file_and_prints_the_cost_per_expert(unscored_index
 def test_a_model_of_another_shape_is_refused(unscored_index, hd_tiny):
     with pytest.raises(IndexJobError, match="moe_decompose"):
         scores.score_index(unscored_index, hd_tiny.load_model(), "G1/3")
+
+
+def test_a_merged_index_holds_no_scores_of_its_shards(tmp_path, vd_tiny, index_options, tiny_corpus_file):
+    from precompute.indexing.shards import merge_indexes
+
+    shards = [
+        run_index(index_options(vd_tiny.checkpoint, tiny_corpus_file, tmp_path / f"s{k}.duckdb", shard=f"{k}/2"))
+        for k in range(2)
+    ]
+    assert all(_table(shard) for shard in shards)
+    merged = merge_indexes(shards, tmp_path / "merged.duckdb", embed=False)
+    assert _table(merged) == {}  # the top contexts changed: the shards' scores would be wrong
+    with ExpertIndex(merged) as index:
+        assert index.meta().scores_for is None and index.meta().scores_model is None
