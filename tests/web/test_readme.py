@@ -1,4 +1,4 @@
-"""The README's API examples run on the embedded default: every `client.predict(...)` line of its API block is
+"""The README's API examples run on the embedded default: every `client.predict(...)` call of its API block is
 called through the same endpoint functions the server registers (no network), and must answer without error."""
 
 import ast
@@ -14,7 +14,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def api_calls() -> list[str]:
     block = re.search(r"### API\n\n```python\n(.*?)```", README.read_text(), re.S).group(1)
-    return [line.split("  #")[0] for line in block.splitlines() if line.startswith("client.predict(")]
+    calls = [node for node in ast.parse(block).body if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)]
+    calls = [node for node in calls if ast.unparse(node.value.func) == "client.predict"]  # one call may span lines
+    return [ast.unparse(node.value) for node in calls]
 
 
 class EndpointClient:
@@ -28,7 +30,9 @@ class EndpointClient:
 
 
 def test_the_readme_shows_every_named_endpoint(embedded):
-    shown = {ast.literal_eval(re.search(r'api_name=("[^"]+")', call).group(1)).lstrip("/") for call in api_calls()}
+    shown = {
+        ast.literal_eval(re.search(r"api_name=('[^']+'|\"[^\"]+\")", call).group(1)).lstrip("/") for call in api_calls()
+    }
     assert shown == set(endpoints(embedded))
 
 
