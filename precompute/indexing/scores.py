@@ -362,6 +362,18 @@ def _open(path: Path):
         ) from None
 
 
+def _to_do(chosen: np.ndarray, existing: dict, coherence: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The chosen experts that still need a score ([n, 2] grp, expert), and which of them need the causal effect
+    (those without a row; the others only lack the coherence now asked for)."""
+    todo, needs_causal = [], []
+    for group, expert in chosen.tolist():
+        row = existing.get((group, expert))
+        if row is None or (coherence and row["coherence"] is None and row["contexts_scored"] >= 2):
+            todo.append((group, expert))
+            needs_causal.append(row is None)
+    return np.array(todo, dtype=np.int64).reshape(-1, 2), np.array(needs_causal, dtype=bool)
+
+
 def _check_model(meta: schema.IndexMeta, model, path) -> None:
     differ = [k for k, c in SHAPE_KEYS.items() if getattr(meta, k) != getattr(model.config, c)]
     if differ:
@@ -396,13 +408,8 @@ def score_index(
         _check_model(meta, model, path)
         conn.execute(schema.EXPERT_SCORES.ddl().replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
         existing = _existing_scores(conn)
-        todo, needs_causal = [], []
-        for group, expert in chosen_experts(conn, scores_for, shape).tolist():
-            row = existing.get((group, expert))
-            if row is None or (coherence and row["coherence"] is None and row["contexts_scored"] >= 2):
-                todo.append((group, expert))
-                needs_causal.append(row is None)
-        if not todo:
+        todo, needs_causal = _to_do(chosen_experts(conn, scores_for, shape), existing, coherence)
+        if not len(todo):
             return ScoreReport(0, 0, 0, 0, time.perf_counter() - started)
         vocab = [text for (text,) in conn.execute("SELECT text FROM vocab ORDER BY token_id").fetchall()]
         embed = TextEmbeddings() if coherence else None
@@ -410,7 +417,9 @@ def score_index(
             baseline = coherence_baseline(conn, meta, vocab, embed, COHERENCE_SEED)
             _set_meta(conn, coherence_baseline=baseline, coherence_seed=COHERENCE_SEED)
             meta = schema.read_meta(conn.execute("SELECT key, value FROM meta").fetchall())
-        todo, needs_causal = np.array(todo, dtype=np.int64), np.array(needs_causal)
+        if needs_causal.any():  # how the rows about to be written are measured
+            dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+            _set_meta(conn, scores_model=model_name or meta.model, scores_dtype=dtype)
         places = read_places(conn, todo, meta.context)
         E = shape.experts_per_side
         place_key, todo_key = places.grp * E * E + places.expert, todo[:, 0] * E * E + todo[:, 1]
@@ -461,11 +470,7 @@ def score_index(
                 elapsed = time.perf_counter() - started
                 bar.update(len(todo[chunk]))
                 bar.set_postfix_str(f"{elapsed / (first + len(todo[chunk])):.3f} s/expert")
-        facts = {"scores_for": _scored_for(meta.scores_for, scores_for)}
-        if needs_causal.any():
-            dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-            facts |= {"scores_model": model_name or meta.model, "scores_dtype": dtype}
-        _set_meta(conn, **facts)
+        _set_meta(conn, scores_for=_scored_for(meta.scores_for, scores_for))  # once all are written
         conn.execute("CHECKPOINT")
     measured_rows = int(measured.sum())
     return ScoreReport(len(todo), measured_rows, len(keys), switched_off, time.perf_counter() - started)
