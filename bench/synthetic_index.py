@@ -4,7 +4,11 @@ Every expert of every group gets full top-K and sample banks, random statistics 
 pointing into a synthetic corpus; the file is written by the real writer (precompute.indexing.writer),
 so its size and write time are those of a real index of that shape. The app's benchmarks reuse it.
 
-    python -m bench.synthetic_index --out /tmp/synthetic.duckdb [--groups 6 --experts-per-side 512]
+    python -m bench.synthetic_index --out /tmp/synthetic.duckdb [--groups 6 --experts-per-side 512] [--tokens 100M]
+
+--tokens sets the corpus (documents of 1,000 tokens each; 10M by default, today's bench): nearly every token
+lies in some example's window, so the token store holds about that many. At 100M the file is about 7 GB and
+its writing takes a while: build it once (under `nice`) and reuse it.
 """
 
 import argparse
@@ -20,6 +24,7 @@ from precompute.indexing.topk import ExpertState, make_address
 from precompute.indexing.writer import DOCUMENT_COLUMNS, TOKEN_COLUMNS, IndexContents, write_index
 
 DOMAINS = ["prose", "code", "german", "spanish", "science", "law"]
+DOC_TOKENS = 1_000  # tokens per synthetic document
 
 
 def synthetic_state(
@@ -113,7 +118,7 @@ def build_synthetic_index(
     samples=8,
     context=8,
     corpus_docs=10_000,
-    doc_tokens=1_000,
+    doc_tokens=DOC_TOKENS,
     vocab_size=32_000,
     show_progress=False,
 ) -> dict:
@@ -136,9 +141,16 @@ def build_synthetic_index(
     }
 
 
+def token_count(text: str) -> int:
+    """'100M', '10M', '250k' or '5000' -> a number of tokens."""
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:].lower(), 1)
+    return int(float(text[:-1] if scale > 1 else text) * scale)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True)
+    parser.add_argument("--tokens", type=token_count, default=10_000_000, help="corpus tokens: 10M (default), 100M")
     parser.add_argument("--groups", type=int, default=6)
     parser.add_argument("--experts-per-side", type=int, default=512)
     parser.add_argument("--top-k", type=int, default=32)
@@ -152,6 +164,7 @@ def main() -> None:
         args.top_k,
         args.samples,
         args.context,
+        corpus_docs=max(1, args.tokens // DOC_TOKENS),
         show_progress=True,
     )
     print(figures)

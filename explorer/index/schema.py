@@ -334,6 +334,31 @@ DOC_TEXT = Table(
     order_by=("doc",),
 )
 
+TEXT_POSTINGS = Table(
+    "text_postings",
+    "Token postings of the token store, for text search (explorer.index.postings): a row per stored token whose"
+    " doc_text piece is not empty, with the token whose piece follows it there. Files written before it existed"
+    " lack it (text search then reads every document's text; `python -m precompute upgrade` adds it).",
+    (
+        Column("token_id", "UINTEGER", "vocab.token_id"),
+        Column(
+            "next_id",
+            "UINTEGER",
+            "the token whose piece comes right after this one in doc_text, 4294967295 when a gap or the end follows",
+        ),
+        Column("next_step", "UINTEGER", "positions from this token to next_id's (0 with 4294967295)"),
+        Column("doc", "UINTEGER", "documents.doc"),
+        Column("position", "UINTEGER", "position of the token"),
+        Column(
+            "cover_max",
+            "REAL",
+            "weight of the heaviest top context whose window holds this token (0: none): text search visits the"
+            " places of a phrase in this order, and stops once no place left can give a heavier context",
+        ),
+    ),
+    order_by=("token_id", "next_id", "doc", "position"),
+)
+
 EXPERT_SCORES = Table(
     "expert_scores",
     "Scores of each scored expert, measured on its top contexts once the top-K is final (precompute.indexing.scores;"
@@ -372,6 +397,7 @@ TABLES = (
     DOCUMENTS,
     TOKENS,
     DOC_TEXT,
+    TEXT_POSTINGS,
     VOCAB,
     DOMAINS,
     EXPERTS,

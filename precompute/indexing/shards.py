@@ -12,15 +12,18 @@ upgrade (meta.tie_break says which rule a file's ties followed; only files of on
 """
 
 import dataclasses
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 import torch
 
-from explorer.index import schema
-from explorer.index.reader import IndexUnavailable
+from explorer.index import postings, schema
+from explorer.index.reader import ExpertIndex, IndexUnavailable
 from precompute.cli import option, required_option
 from precompute.corpus.documents import CorpusError, parse_corpus_description
 from precompute.indexing.options import (
@@ -118,6 +121,7 @@ def upgrade_index(
     tokenizer: str | None = None,
 ) -> Path:
     """Rewrite an index of an older schema version in the current one, from the state it holds: no model run.
+    A file of the current version written before text_postings existed is copied with that table added.
 
     Everything the job accumulated is read back unchanged; the lookup tables of the current schema are
     derived anew, as are the labels (and embeddings, when the old file had them). A file older than schema 3
@@ -125,6 +129,8 @@ def upgrade_index(
     model its meta names), and the upgrade stops, saying how to rebuild, when that cannot give the same tokens."""
     out = Path(out)
     refuse_to_overwrite(out, force)
+    if _lacks_only_postings(path):
+        return add_text_postings(path, out)
     try:
         state, contents = read_index_state(path, versions=schema.STATE_READABLE_VERSIONS)
     except IndexUnavailable as error:
@@ -133,6 +139,40 @@ def upgrade_index(
         state.token_counts = recount_tokens(path, contents.meta, corpus, tokenizer)
     embed = contents.meta.embedding_model is not None
     return write_index(out, state, contents, embed=embed, show_progress=show_progress)
+
+
+def _lacks_only_postings(path) -> bool:
+    """A file of the current schema version without text_postings (written before the table existed)."""
+    try:
+        with ExpertIndex(path) as index:
+            return not postings.has_postings(index)
+    except IndexUnavailable:
+        return False
+
+
+def add_text_postings(path: str | Path, out: str | Path) -> Path:
+    """A copy of the index at `path` with text_postings added (derived from its tokens), written to `out`
+    atomically; every other table is kept as it is."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.copyfile(path, tmp)
+    quoted = str(tmp).replace("'", "''")
+    try:
+        with duckdb.connect() as conn:
+            spill = str(out.with_name(out.name + ".spill")).replace("'", "''")
+            conn.execute(f"SET temp_directory = '{spill}'")
+            conn.execute(f"ATTACH '{quoted}' AS index_file (ROW_GROUP_SIZE {schema.ROW_GROUP_SIZE})")
+            conn.execute("USE index_file")
+            conn.execute(schema.TEXT_POSTINGS.ddl())
+            vocab = [text for (text,) in conn.execute("SELECT text FROM vocab ORDER BY token_id").fetchall()]
+            (context,) = conn.execute("SELECT value::INTEGER FROM meta WHERE key = 'context'").fetchone()
+            postings.write_text_postings(conn, vocab, context)
+            conn.execute("CHECKPOINT")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+    return out
 
 
 def recount_tokens(path, meta: schema.IndexMeta, corpus: str | None, tokenizer: str | None) -> torch.Tensor:

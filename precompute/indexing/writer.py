@@ -31,7 +31,7 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from explorer.index import labels, schema
+from explorer.index import labels, postings, schema
 from precompute.indexing.topk import (
     EMPTY_ADDRESS,
     ExpertState,
@@ -357,7 +357,7 @@ def _write_doc_text(conn, vocab: list[str]) -> None:
     lowered = pa.table(
         {
             "token_id": pa.array(np.arange(len(vocab)), pa.uint32()),
-            "piece": pa.array([text.lower().replace(gap, "") for text in vocab], pa.string()),
+            "piece": pa.array([postings.searchable(text) for text in vocab], pa.string()),
         }
     )
     conn.register("lowered_vocab", lowered)
@@ -433,6 +433,7 @@ def write_index(
         ("expert_tokens", _write_expert_tokens),
         ("tokens", lambda conn: _write_tokens(conn, tokens)),
         ("doc_text", lambda conn: _write_doc_text(conn, contents.vocab)),
+        ("text_postings", lambda conn: postings.write_text_postings(conn, contents.vocab, context)),
         ("documents", lambda conn: _write_documents(conn, contents.documents, tokens)),
     ]
     steps = 1 + meta.num_groups + len(derived)  # the experts' domains, the groups, the derived tables
