@@ -5,6 +5,7 @@
     python -m precompute train --out assets/monet-embedded   # train the embedded default model
     python -m precompute index [options]                     # run a model over a corpus, write the expert index
     python -m precompute merge A B ... --out C               # combine shard index files exactly
+    python -m precompute ray-index --shards N [options]      # the index job's shards as Ray tasks, then the merge
     python -m precompute upgrade OLD --out NEW               # rewrite an older index in the current schema
     python -m precompute scores INDEX                        # add expert scores (causal effect, coherence) to it
     python -m precompute schema                              # print the index schema (Markdown)
@@ -107,6 +108,11 @@ COMMANDS = {
         "combine shard index files into one",
         "precompute.indexing.shards:MergeOptions",
         "precompute.indexing.shards:run_merge",
+    ),
+    "ray-index": Command(
+        "run the index job's shards as Ray tasks (a local cluster, or --address), then merge them",
+        "precompute.indexing.ray_index:RayIndexOptions",
+        "precompute.indexing.ray_index:run_ray_index",
     ),
     "upgrade": Command(
         "rewrite an older index file in the current schema (no model run)",
