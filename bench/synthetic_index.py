@@ -36,8 +36,10 @@ def synthetic_state(
     corpus_docs: int,
     doc_tokens: int,
     seed=0,
+    first_doc=0,
 ) -> ExpertState:
-    """A state whose every expert is full: sorted random weights at random (doc, position) addresses."""
+    """A state whose every expert is full: sorted random weights at random (doc, position) addresses, the
+    documents numbered from `first_doc` (a shard's)."""
     gen = torch.Generator().manual_seed(seed)
     n_slots = groups * experts_per_side**2
     edges = torch.logspace(-2, np.log10(8), 17, dtype=torch.float64)
@@ -45,7 +47,7 @@ def synthetic_state(
     for bank in (state.top, state.sample):
         capacity = bank.capacity
         bank.weight[:] = torch.rand((n_slots, capacity), generator=gen).sort(dim=1, descending=True).values
-        doc = torch.randint(0, corpus_docs, (n_slots, capacity), generator=gen)
+        doc = first_doc + torch.randint(0, corpus_docs, (n_slots, capacity), generator=gen)
         position = torch.randint(0, doc_tokens, (n_slots, capacity), generator=gen)
         bank.address[:] = make_address(doc, position)
         bank.key[:] = torch.randint(0, 1 << 62, (n_slots, capacity), generator=gen)
@@ -62,12 +64,18 @@ def synthetic_state(
     return state
 
 
-def synthetic_contents(state, groups, experts_per_side, top_k, samples, context, corpus_docs, doc_tokens, vocab_size):
-    gen = np.random.default_rng(0)
+def synthetic_contents(
+    state, groups, experts_per_side, top_k, samples, context, corpus_docs, doc_tokens, vocab_size, shard=(0, 1)
+):
+    """The documents, tokens and meta of the synthetic corpus; shard (k, n): the k-th of n disjoint shards of one
+    job, its documents numbered from k * corpus_docs."""
+    k, n = shard
+    gen = np.random.default_rng(k)
+    docs = k * corpus_docs + np.arange(corpus_docs)
     n_tokens = corpus_docs * doc_tokens
     tokens = pl.DataFrame(
         {
-            "doc": np.repeat(np.arange(corpus_docs), doc_tokens),
+            "doc": np.repeat(docs, doc_tokens),
             "position": np.tile(np.arange(doc_tokens), corpus_docs),
             "token_id": gen.integers(0, vocab_size, n_tokens),
         },
@@ -75,9 +83,9 @@ def synthetic_contents(state, groups, experts_per_side, top_k, samples, context,
     )
     documents = pl.DataFrame(
         {
-            "doc": np.arange(corpus_docs),
-            "source_id": [f"doc{d}" for d in range(corpus_docs)],
-            "domain": [DOMAINS[d % len(DOMAINS)] for d in range(corpus_docs)],
+            "doc": docs,
+            "source_id": [f"doc{d}" for d in docs],
+            "domain": [DOMAINS[d % len(DOMAINS)] for d in docs],
             "n_tokens": np.full(corpus_docs, doc_tokens),
         },
         schema=DOCUMENT_COLUMNS,
@@ -87,7 +95,7 @@ def synthetic_contents(state, groups, experts_per_side, top_k, samples, context,
         config_hash="synthetic",
         tokenizer=f"synthetic ({vocab_size} tokens)",
         corpus="synthetic",
-        shards=["0/1"],
+        shards=[f"{k}/{n}"],
         documents_processed=corpus_docs,
         tokens_processed=n_tokens,
         seq_len=doc_tokens,
@@ -121,12 +129,17 @@ def build_synthetic_index(
     doc_tokens=DOC_TOKENS,
     vocab_size=32_000,
     show_progress=False,
+    shard=(0, 1),
 ) -> dict:
-    """Write the synthetic index to `out`; returns timings (s), file bytes and state bytes."""
+    """Write the synthetic index to `out` (shard (k, n): the k-th of n disjoint shards of one job, each with its
+    own `corpus_docs` documents and random draws); returns timings (s), file bytes and state bytes."""
     started = time.perf_counter()
-    state = synthetic_state(groups, experts_per_side, top_k, samples, context, corpus_docs, doc_tokens)
+    first_doc = shard[0] * corpus_docs
+    state = synthetic_state(
+        groups, experts_per_side, top_k, samples, context, corpus_docs, doc_tokens, seed=shard[0], first_doc=first_doc
+    )
     contents = synthetic_contents(
-        state, groups, experts_per_side, top_k, samples, context, corpus_docs, doc_tokens, vocab_size
+        state, groups, experts_per_side, top_k, samples, context, corpus_docs, doc_tokens, vocab_size, shard
     )
     built = time.perf_counter()
     Path(out).unlink(missing_ok=True)
