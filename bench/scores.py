@@ -16,7 +16,6 @@ Run: python -m bench.scores [--experts 64] [--batch 256] [--layers 4] [--skip a,
 import argparse
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import duckdb
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bench.model import best_of
 from explorer.index.embedding import load_text_encoder
 from explorer.model.device import load_model
 from explorer.model.monet import MonetConfig, MonetForCausalLM
@@ -45,17 +45,6 @@ LAYERS_14B = 24
 EXPERTS_14B = 6 * 512 * 512
 # multiply-adds per token of the 1.4B forward (bench/README.md): 54.5 M per layer, 65.5 M for the output layer
 MACS_PER_LAYER, MACS_OUTPUT = 54.5e6, 65.5e6
-
-
-def best_of(fn, repeats: int = 3) -> float:
-    """Smallest wall time of `repeats` calls after one warm-up (as bench/model.py): the least noisy here."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def random_experts(path: Path, n: int, seed: int) -> list[str]:
