@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.model import best_of
+from bench.model import SHAPES_14B, best_of
 from explorer.index.embedding import load_text_encoder
 from explorer.model.device import load_model
 from explorer.model.monet import MonetConfig, MonetForCausalLM
@@ -31,16 +31,6 @@ from explorer.model.naming import ExpertRef
 from explorer.paths import EMBEDDED_INDEX_PATH, EMBEDDED_MODEL_DIR
 from precompute.indexing.scores import plain_pass, score_index, switched_off_kl
 
-SHAPES_14B = dict(  # bench/model.py's, with the vocabulary and the attention heads of the published model
-    vocab_size=32000,
-    hidden_size=2048,
-    num_attention_heads=16,
-    moe_dim=16,
-    moe_experts=512,
-    moe_heads=8,
-    moe_topk=32,
-    moe_groups=4,
-)
 LAYERS_14B = 24
 EXPERTS_14B = 6 * 512 * 512
 # multiply-adds per token of the 1.4B forward (bench/README.md): 54.5 M per layer, 65.5 M for the output layer
@@ -84,7 +74,7 @@ def part_a(n: int, batch: int) -> tuple[float, float]:
 @torch.no_grad()
 def part_b(layers: int, batch: int, windows_per_context: float, runs_per_context: float, top_k: int = 32) -> None:
     torch.manual_seed(0)
-    config = MonetConfig(**SHAPES_14B, num_hidden_layers=layers)
+    config = MonetConfig(**{**SHAPES_14B, "num_hidden_layers": layers})  # bench/model.py's 1.4B shapes
     model = MonetForCausalLM(config).eval()
     rng = np.random.default_rng(0)
     keys = rng.integers(3, config.vocab_size, size=(batch, 9))  # full 9-token windows (context 8), all distinct
