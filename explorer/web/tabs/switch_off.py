@@ -319,12 +319,13 @@ def connect(ctx: Context, tab: SwitchOffTab, expert: ExpertTab, inspector: Inspe
     """The buttons of other tabs that add to the set; their messages go to their own tab's status line."""
     explorer = ctx.explorer
 
+    def move_here(new_set, status):
+        """The new set and the status for the other tab's line; this tab is shown unless the status is an error."""
+        return new_set, status, gr.skip() if isinstance(status, messages.ErrorNotice) else gr.Tabs(selected="ablate")
+
     def switch_off_expert(text, name):
         """Add the expert on show and move to this tab; a bad name is said beside the expert box."""
-        new_set, status = pages.add_expert(explorer, text, name)
-        if isinstance(status, messages.ErrorNotice):
-            return new_set, status, gr.skip()
-        return new_set, status, gr.Tabs(selected="ablate")
+        return move_here(*pages.add_expert(explorer, text, name))
 
     expert.switch_off.click(
         switch_off_expert,
@@ -334,10 +335,8 @@ def connect(ctx: Context, tab: SwitchOffTab, expert: ExpertTab, inspector: Inspe
     )
 
     def switch_off_firing(text, inspected_text):
-        new_set, status = pages.add_firing(explorer, text, inspected_text, 20)
-        if isinstance(status, messages.ErrorNotice):
-            return new_set, status, gr.skip()
-        return new_set, status, gr.Tabs(selected="ablate")
+        """Add the 20 experts that fire most on the inspected text and move to this tab."""
+        return move_here(*pages.add_firing(explorer, text, inspected_text, 20))
 
     inspector.firing_off.click(
         switch_off_firing,
