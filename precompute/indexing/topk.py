@@ -36,6 +36,10 @@ EMPTY_ADDRESS = -1
 NO_PRIORITY = 1 << 62  # larger than any priority (priorities are < 2**62)
 _PRIME = (1 << 31) - 1  # Mersenne prime: every product below stays < 2**62, no int64 overflow
 _MULTIPLIERS = (1_000_003, 69_069, 48_271, 1_103_515_245 % _PRIME)
+# Slots merged at once when a shard's state is absorbed: a merge's temporaries are some K^2 bytes and K x window
+# bytes per slot, several GiB for all 1.57M slots of the published shapes (it ran out of 24 GiB); 2^17 slots
+# keep them to a few hundred MiB and cost no more time
+ABSORB_SLOTS = 1 << 17
 
 
 def make_address(doc, position):
@@ -335,16 +339,18 @@ class ExpertState:
             self.domain_tokens[mine] += other.domain_tokens[column]
             self.domain_weight_sum[:, mine] += other.domain_weight_sum[:, column].to(self.device)
         for mine, theirs in ((self.top, other.top), (self.sample, other.sample)):
-            entries = {name: tensor.to(self.device) for name, tensor in theirs.tensors().items()}
-            slot, column = (entries["address"] != EMPTY_ADDRESS).nonzero(as_tuple=True)
-            entries = {name: tensor[slot, column] for name, tensor in entries.items()}
-            mine.merge(
-                slot,
-                entries["weight"],
-                entries["address"],
-                entries["key"],
-                lambda kept, e=entries: (e["window"][kept], e["window_max"][kept]),
-            )
+            for first in range(0, self.n_slots, ABSORB_SLOTS):  # a slice of slots at a time: bounded memory
+                rows = slice(first, first + ABSORB_SLOTS)
+                entries = {name: tensor[rows].to(self.device) for name, tensor in theirs.tensors().items()}
+                slot, column = (entries["address"] != EMPTY_ADDRESS).nonzero(as_tuple=True)
+                entries = {name: tensor[slot, column] for name, tensor in entries.items()}
+                mine.merge(
+                    slot + first,
+                    entries["weight"],
+                    entries["address"],
+                    entries["key"],
+                    lambda kept, e=entries: (e["window"][kept], e["window_max"][kept]),
+                )
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
