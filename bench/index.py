@@ -9,8 +9,10 @@
      every activation enters) and with banks as a 10M-token run leaves them (warm: the steady state);
      goal >= 1M tokens/min for the update; plus the state's memory.
   c. DuckDB write time and bytes per expert of a full-scale synthetic index (bench/synthetic_index.py).
+  e. the update's average rate over a whole 10M-token run from an empty state (goal >= 1M tokens/min, issue 13):
+     one batch measured at several points of the run and integrated (whole_run_figures says how).
 
-Run: python -m bench.index [--model FOLDER] [--skip a,b,c] [--b-warm-tokens 10000000] [--c-groups 6]
+Run: python -m bench.index [--model FOLDER] [--skip a,b,c,e] [--b-warm-tokens 10000000] [--c-groups 6]
 """
 
 import argparse
@@ -175,14 +177,52 @@ def prefill(state: ExpertState, weights: torch.Tensor, activations_per_expert: i
         bank.refresh_bar()
 
 
+class PublishedUpdate:
+    """The streaming top-k + sample + stats update at the published shapes, fed synthetic routing batch by batch
+    (part b and part e): the state, and one batch's extraction and update timed (the routing's drawing is not)."""
+
+    def __init__(self, batch_tokens: int):
+        E, H, G, K = PUBLISHED["experts"], PUBLISHED["heads"], PUBLISHED["groups"], PUBLISHED["top_k"]
+        C = PUBLISHED["context"]
+        edges = torch.logspace(-2, torch.log10(torch.tensor(float(H))).item(), 17, dtype=torch.float64)
+        self.state = ExpertState(G * E * E, K, PUBLISHED["samples"], 2 * C + 1, edges)
+        self.gen = torch.Generator().manual_seed(0)
+        self.batch_tokens, self.lengths = batch_tokens, torch.tensor([batch_tokens])
+        self.position_hash = window_hashes(torch.randint(0, 32000, (1, batch_tokens + 2 * C), generator=self.gen), C)
+        self.next_doc = 0
+
+    def run_batch(self) -> tuple[float, float, int]:
+        """(extraction s, update s, activations) of one batch of every group, at a document no batch used."""
+        E, H, G, C = PUBLISHED["experts"], PUBLISHED["heads"], PUBLISHED["groups"], PUBLISHED["context"]
+        doc, self.next_doc = self.next_doc, self.next_doc + 1
+        extract_s = update_s = 0.0
+        active = 0
+        for group in range(G):
+            g1, g2 = synthetic_routing(self.gen, self.batch_tokens, H, E, PUBLISHED["topk"])
+            started = time.perf_counter()
+            row, position, expert, weight = sparse_expert_weights(g1, g2, min_weight=0.01)
+            extracted = time.perf_counter()
+            candidates = BatchCandidates(g1, g2, row, position, expert, self.lengths, self.position_hash, C)
+            address = make_address(torch.full_like(row, doc), position)
+            self.state.add(group * E * E + expert, weight, address, torch.full_like(row, -1), candidates)
+            extract_s += extracted - started
+            update_s += time.perf_counter() - extracted
+            active += len(weight)
+        return extract_s, update_s, active
+
+    def activations_per_expert(self, tokens: int, active_per_batch: int) -> int:
+        slots = PUBLISHED["groups"] * PUBLISHED["experts"] ** 2
+        return round(tokens * active_per_batch / slots / self.batch_tokens)
+
+
 def bench_topk_update(batch_tokens: int, warm_tokens: int, warm_batches: int) -> None:
     """Cold: one batch per group into an empty state (every activation enters). Warm: the next
     `warm_batches` batches once the banks hold what `warm_tokens` tokens of the same routing would have
     left there."""
     E, H, G, K = PUBLISHED["experts"], PUBLISHED["heads"], PUBLISHED["groups"], PUBLISHED["top_k"]
     C = PUBLISHED["context"]
-    edges = torch.logspace(-2, torch.log10(torch.tensor(float(H))).item(), 17, dtype=torch.float64)
-    state = ExpertState(G * E * E, K, PUBLISHED["samples"], 2 * C + 1, edges)
+    update = PublishedUpdate(batch_tokens)
+    state = update.state
     top_bytes = sum(t.numel() * t.element_size() for t in state.top.tensors().values())
     sample_bytes = sum(t.numel() * t.element_size() for t in state.sample.tensors().values())
     print(
@@ -190,30 +230,10 @@ def bench_topk_update(batch_tokens: int, warm_tokens: int, warm_batches: int) ->
         f" state {state.memory_bytes() / 2**30:.2f} GiB"
         f" (top-K {top_bytes / 2**30:.2f}, sample {sample_bytes / 2**30:.2f})"
     )
-    gen = torch.Generator().manual_seed(0)
-    lengths = torch.tensor([batch_tokens])
-    position_hash = window_hashes(torch.randint(0, 32000, (1, batch_tokens + 2 * C), generator=gen), C)
-
-    def run_batch(doc: int) -> tuple[float, float, int]:
-        extract_s = update_s = 0.0
-        active = 0
-        for group in range(G):
-            g1, g2 = synthetic_routing(gen, batch_tokens, H, E, PUBLISHED["topk"])
-            started = time.perf_counter()
-            row, position, expert, weight = sparse_expert_weights(g1, g2, min_weight=0.01)
-            extracted = time.perf_counter()
-            candidates = BatchCandidates(g1, g2, row, position, expert, lengths, position_hash, C)
-            address = make_address(torch.full_like(row, doc), position)
-            state.add(group * E * E + expert, weight, address, torch.full_like(row, -1), candidates)
-            extract_s += extracted - started
-            update_s += time.perf_counter() - extracted
-            active += len(weight)
-        return extract_s, update_s, active
-
-    extract_s, cold_s, active = run_batch(doc=0)
-    per_expert = round(warm_tokens * active / G / (E * E) / batch_tokens)
-    prefill(state, state.top.weight[state.top.address != -1], per_expert, gen)
-    warm_s = sum(run_batch(doc=1 + n)[1] for n in range(warm_batches)) / warm_batches
+    extract_s, cold_s, active = update.run_batch()
+    per_expert = update.activations_per_expert(warm_tokens, active)
+    prefill(state, state.top.weight[state.top.address != -1], per_expert, update.gen)
+    warm_s = sum(update.run_batch()[1] for _ in range(warm_batches)) / warm_batches
     per_min = batch_tokens * 60
     print(f"    synthetic routing: {active / batch_tokens / G:.1f} active experts per token and group (weight >= 0.01)")
     print(f"    sparse extraction (explorer.model.sparse), 6 groups: {per_min / extract_s:,.0f} tokens/min")
@@ -223,6 +243,44 @@ def bench_topk_update(batch_tokens: int, warm_tokens: int, warm_batches: int) ->
         f" (banks as after {warm_tokens / 1e6:.0f}M tokens: {per_expert} activations per expert;"
         f" mean of {warm_batches} batches of {batch_tokens} tokens)"
     )
+
+
+RUN_POINTS = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # where part e measures a batch, as run fractions
+
+
+def whole_run_figures(tokens: int = WARM_TOKENS, batch_tokens: int = 4096) -> dict:
+    """The top-k + sample + stats update's average rate over a whole run of `tokens` from an empty state (part e).
+
+    Not one end-to-end run (at today's rates 10M tokens take most of an hour here): one batch is measured at each
+    point of RUN_POINTS, on banks as the run leaves them there (empty before K activations per expert; else
+    prefilled as part b does), and the seconds per batch are integrated over the run, linearly between points.
+    Returns tokens_per_min (the average), the rate at each point, first and last batch, and peak RSS."""
+    import resource
+
+    update = PublishedUpdate(batch_tokens)
+    state = update.state
+    _, cold_s, active = update.run_batch()
+    pool = state.top.weight[state.top.address != -1].clone()  # weights the routing gives, for the prefills
+    seconds = {}  # run fraction -> update seconds of one batch there
+    for fraction in RUN_POINTS:
+        per_expert = update.activations_per_expert(round(fraction * tokens), active)
+        if per_expert < PUBLISHED["top_k"]:
+            seconds[fraction] = cold_s  # banks not yet full: every activation still enters, as in the first batch
+            continue
+        prefill(state, pool, per_expert, update.gen)
+        seconds[fraction] = update.run_batch()[1]
+    batches = tokens / batch_tokens
+    points = sorted(seconds)
+    total_s = sum((b - a) * batches * (seconds[a] + seconds[b]) / 2 for a, b in zip(points, points[1:], strict=False))
+    per_min = batch_tokens * 60
+    return {
+        "tokens_per_min": tokens / total_s * 60,
+        "estimated_run_min": total_s / 60,
+        "rate_at": {fraction: per_min / seconds[fraction] for fraction in points},
+        "first_batch_tokens_per_min": per_min / seconds[points[0]],
+        "last_batch_tokens_per_min": per_min / seconds[points[-1]],
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
 
 
 def bench_write(groups: int, experts_per_side: int) -> None:
@@ -265,6 +323,22 @@ def main() -> None:
         bench_topk_update(args.b_batch_tokens, args.b_warm_tokens, args.b_warm_batches)
     if "c" not in skip:
         bench_write(args.c_groups, args.c_experts_per_side)
+    if "e" not in skip:
+        print_whole_run(args.b_warm_tokens, args.b_batch_tokens)
+
+
+def print_whole_run(tokens: int, batch_tokens: int) -> dict:
+    f = whole_run_figures(tokens, batch_tokens)
+    rates = ", ".join(f"{fraction:.1%} {rate / 1e3:,.0f}k" for fraction, rate in f["rate_at"].items())
+    print(
+        f"(e) the update over a whole {tokens / 1e6:.0f}M-token run from empty banks, tokens/min where the run stands:"
+    )
+    print(f"    {rates}")
+    print(
+        f"    whole-run average {f['tokens_per_min']:,.0f} tokens/min ({f['estimated_run_min']:.0f} min of updates;"
+        f" integrated from those batches, not one end-to-end run)   (goal >= 1,000,000)"
+    )
+    return f
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
   3. text search that does not scan: median of phrase searches on synthetic full-scale indexes whose token
      store holds 10M tokens (goal <= 50 ms) and 100M (goal <= 200 ms), both built by bench.synthetic_index.
   4. cold start: the top-k update from an empty state over a whole 10M-token synthetic run at the published
-     shapes (goal >= 1M tokens/min) (bench.index e).
+     shapes (goal >= 1M tokens/min) (bench.index e: batches measured along the run, integrated).
   5. merge at scale: 4 full-scale synthetic shards merged by `precompute merge` (a child process: its wall time
      and peak memory, inside this machine's 24 GiB); and the state part alone (the 4 shard states absorbed in
      memory) for comparison.
@@ -93,14 +93,10 @@ def text_search(path: Path, goal_ms: float, label: str, repeats: int = 20) -> No
 
 # -- 4. cold start ------------------------------------------------------------------------------------------
 def cold_start(tokens: int) -> None:
-    from bench.index import whole_run_figures
+    from bench.index import print_whole_run
 
-    f = whole_run_figures(tokens, 4096)
-    print(
-        f"4. {tokens / 1e6:.0f}M synthetic tokens from an empty state, published shapes: first batch"
-        f" {f['first_batch_tokens_per_min']:,.0f} tokens/min, last {f['last_batch_tokens_per_min']:,.0f};"
-        f" peak RSS {f['peak_rss_gib']:.1f} GiB"
-    )
+    print("4.", end=" ")
+    f = print_whole_run(tokens, 4096)
     rate = f["tokens_per_min"]
     record("4. top-k update, whole-run average", f"{rate:,.0f} tokens/min", ">= 1,000,000", rate >= 1e6)
 
@@ -125,7 +121,9 @@ def in_child(code: str) -> tuple[float, float, str]:
     peak RSS in GiB and what it printed."""
     report = "import resource; print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)"
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", f"{code}\n{report}"], check=True, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", f"{code}\n{report}"], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the child failed:\n{done.stderr[-3000:]}")
     wall = time.perf_counter() - started
     printed, peak = done.stdout.rsplit("peak", 1)
     return wall, float(peak), printed
@@ -138,7 +136,7 @@ def merge_in_memory() -> None:
         "import time\nfrom bench.synthetic_index import synthetic_state\n"
         f"merged, seconds = {make.format(k=0)}, 0.0\n"
         f"for k in range(1, {SHARDS}):\n"
-        f"    other = {make}\n"
+        f"    other = {make.format(k='k')}\n"
         "    started = time.perf_counter(); merged.absorb(other); seconds += time.perf_counter() - started\n"
         "    del other\n"
         "print(seconds)"
