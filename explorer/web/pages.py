@@ -20,7 +20,7 @@ from explorer.app import ablation_set
 from explorer.app.explorer import SEARCH_MODES, ExpertPage, Explorer
 from explorer.app.generation import GenerationSettings
 from explorer.app.inspector import ACTIVE_WEIGHT, PromptInspection
-from explorer.app.search import score_text
+from explorer.app.search import SORT_ORDERS, score_text
 from explorer.app.tokens import RequestRejected
 from explorer.index.reader import ExpertStats, IndexUnavailable
 from explorer.model.naming import group_name, group_number
@@ -360,8 +360,10 @@ def search_view(explorer: Explorer, query: str, mode: str, group: int | None, so
             ("causal_effect", "causal effect", lambda v: score_text(v, None, "causal")),
             ("coherence", "coherence", lambda v: score_text(None, v, "coherence")),
         ]
+    order = "" if sort == "match" else f" · sorted: {SORT_ORDERS[sort].split(';')[0]}"
     status = messages.status(
         f"{result.message} · {len(result.rows)} result(s) · searched by {result.mode} ({SEARCH_MODES[result.mode]})"
+        + order
     )
     return html.table_html([asdict(row) for row in result.rows], columns, "No expert matches."), status
 

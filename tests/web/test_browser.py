@@ -535,6 +535,7 @@ def test_scores_in_the_overview_the_expert_page_and_search(page, app_url):
     page.locator("#search-button").click()
     expect(page.locator("#search-results tbody tr").first).to_be_visible()
     page.locator("#search-sort").get_by_text("causal", exact=True).click()
+    expect(page.locator("#search-status")).to_contain_text("sorted: largest causal effect first")  # re-rendered
     expect(page.locator("#search-results thead")).to_contain_text("causal effect")
     effects = [
         float(cell.split()[0]) for cell in page.locator("#search-results tbody tr td:nth-child(5)").all_inner_texts()
