@@ -52,17 +52,18 @@ def corpus(tiny_corpus):
 
 
 def run_killed_at_batch(options, n: int, monkeypatch) -> None:
-    """Run the job until it is killed (KeyboardInterrupt) as batch `n` starts; later runs go on normally."""
-    process, calls = IndexJob._process, []
+    """Run the job until it is killed (KeyboardInterrupt) as batch `n`'s forward starts (the update of batch n-1
+    may be running in the job's worker thread); later runs go on normally."""
+    forward, calls = IndexJob._forward, []
 
-    def dies_at_batch_n(self, batch, state):
+    def dies_at_batch_n(self, batch):
         calls.append(1)
         if len(calls) == n:
             raise KeyboardInterrupt
-        process(self, batch, state)
+        return forward(self, batch)
 
     with monkeypatch.context() as patched:
-        patched.setattr(IndexJob, "_process", dies_at_batch_n)
+        patched.setattr(IndexJob, "_forward", dies_at_batch_n)
         with pytest.raises(KeyboardInterrupt):
             run_index(options)
 
