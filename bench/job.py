@@ -7,9 +7,7 @@
   2. A plain decoder forward (no LM head, no router outputs) over exactly the windows the job runs, batched as the
      job batches them, same threads and dtype: the floor the job is held against. Goal: forward / job >= 0.95.
   3. Where the job's time goes: the same job once more in this process with a timer around each stage (the
-     interpreter's start-up and imports measured as a child that only imports the job's module). The update
-     (sparse extraction, top-k) runs in the job's worker thread beside the next forward: its stages are listed
-     apart, and what of it the main thread still waits for is "waiting for the worker's update".
+     interpreter's start-up and imports measured as a child that only imports the job's module).
 
 Run: python -m bench.job [--tokens 150000]
 """
@@ -18,20 +16,14 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
-from concurrent.futures import Future
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
 
 from explorer.paths import REPO_DIR
-
-# The job's update runs in a worker thread beside the next batch's forward: its stages are not part of the
-# main thread's wall time, except where the main thread waits for them ("waiting for the worker's update").
-WORKER = "in the worker, beside the forward: "
 
 
 def job_command(out: Path, tokens: int) -> list[str]:
@@ -69,6 +61,7 @@ def plain_forward_s(tokens: int) -> float:
         started = time.perf_counter()
         base(input_ids.to(job.device), use_cache=False)
         seconds += time.perf_counter() - started
+        state.tokens_processed += sum(len(chunk.token_ids) for chunk in batch)  # the job's --max-tokens budget
     return seconds
 
 
@@ -79,14 +72,11 @@ def stage_times(tokens: int) -> dict[str, float]:
     from precompute.indexing.topk import ExpertState
 
     spent: dict[str, float] = defaultdict(float)
-    # a stage inside another (the tokenizing of the final pass) counts once, in the inner stage; per thread, as
-    # the update runs in the job's worker thread while the main thread forwards
-    threads = threading.local()
+    nested = []  # a stage inside another (the tokenizing of the final pass) counts once, in the inner stage
 
     def timer(name, fn):
         def timed(*args, **kwargs):
             started = time.perf_counter()
-            nested = threads.__dict__.setdefault("nested", [])
             nested.append(0.0)
             try:
                 return fn(*args, **kwargs)
@@ -109,16 +99,14 @@ def stage_times(tokens: int) -> dict[str, float]:
             setattr(owner, attribute, original)
 
     IndexJob = job_module.IndexJob
-    stages = [  # the main thread's, then the worker's
+    stages = [
         (IndexJob, "__init__", "model and tokenizer load"),
         (IndexJob, "_tokenize", "reading and tokenizing"),
-        (Future, "result", "waiting for the worker's update"),
+        (job_module, "sparse_expert_weights", "sparse extraction"),
+        (ExpertState, "add", "top-k and statistics update"),
         (IndexJob, "_save_checkpoint", "checkpoints"),
         (IndexJob, "_contents", "final corpus pass"),
         (job_module, "write_index", "writing"),
-        (job_module, "sparse_expert_weights", WORKER + "sparse extraction"),
-        (ExpertState, "add", WORKER + "top-k and statistics update"),
-        (IndexJob, "_update", WORKER + "rest of the update"),
     ]
     with tempfile.TemporaryDirectory() as folder:
         options = IndexOptions(
@@ -133,9 +121,8 @@ def stage_times(tokens: int) -> dict[str, float]:
             base.forward = timer("forward", base.forward)
             job.run()
         total = time.perf_counter() - started
-    main_thread = {name: s for name, s in spent.items() if not name.startswith(WORKER)}
-    spent["other (batching, bookkeeping)"] = total - sum(main_thread.values())
-    return {name: spent[name] for name in [*main_thread, "other (batching, bookkeeping)", *spent] if name in spent}
+    spent["other (batching, bookkeeping)"] = total - sum(spent.values())
+    return dict(spent)
 
 
 def whole_job_figures(tokens: int = 150_000) -> dict:

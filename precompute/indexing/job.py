@@ -20,7 +20,6 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,14 +131,12 @@ class IndexJob:
                 yield Chunk(document.index, start, ids[start:end], padded, domain)
 
     def _batches(self, state: ExpertState, cursor: Cursor) -> Iterator[list[Chunk]]:
-        """Batches of chunks, cut at --max-tokens (the last chunk shortened to fit). The budget counts the tokens
-        batched, not the state's: run() batches the next batch before the state has taken the last one."""
+        """Batches of chunks, cut at --max-tokens (the last chunk shortened to fit)."""
         budget = self.options.max_tokens
-        batched = state.tokens_processed  # tokens before the cursor (a resumed run) and in the batches yielded
         batch: list[Chunk] = []
         for chunk in self._chunks(state, cursor):
             if budget is not None:
-                room = budget - batched - sum(len(c.token_ids) for c in batch)
+                room = budget - state.tokens_processed - sum(len(c.token_ids) for c in batch)
                 if room <= 0:
                     break
                 if len(chunk.token_ids) > room:
@@ -148,34 +145,20 @@ class IndexJob:
                     chunk.context_ids = chunk.context_ids[: room + 2 * C]  # keeps true neighbours for hashing
             batch.append(chunk)
             if len(batch) == self.options.batch_size:
-                batched += sum(len(c.token_ids) for c in batch)
                 yield batch
                 batch = []
         if batch:
             yield batch
 
     # -- one batch -------------------------------------------------------------------------------------
+    @torch.no_grad()
     def _process(self, batch: list[Chunk], state: ExpertState) -> None:
-        """One batch into the state: the forward, then the update."""
-        self._update(batch, self._forward(batch), state)
-
-    @torch.no_grad()
-    def _forward(self, batch: list[Chunk]) -> tuple:
-        """The decoder over a batch (no LM head: the index needs no logits); its routing tensors per layer."""
-        T = max(len(c.token_ids) for c in batch)
-        input_ids = torch.zeros((len(batch), T), dtype=torch.long)
-        for row, chunk in enumerate(batch):
-            input_ids[row, : len(chunk.token_ids)] = torch.tensor(chunk.token_ids)
-        base = getattr(self.model, "model", self.model)
-        return base(input_ids.to(self.device), use_cache=False, output_router_probs=True).router_probs
-
-    @torch.no_grad()
-    def _update(self, batch: list[Chunk], router_probs: tuple, state: ExpertState) -> None:
-        """A forwarded batch's sparse expert weights, per routing group, into the state; its tokens counted."""
         C = self.options.context
         T = max(len(c.token_ids) for c in batch)
+        input_ids = torch.zeros((len(batch), T), dtype=torch.long)
         context_ids = torch.full((len(batch), T + 2 * C), -1, dtype=torch.long)
         for row, chunk in enumerate(batch):
+            input_ids[row, : len(chunk.token_ids)] = torch.tensor(chunk.token_ids)
             context_ids[row, : len(chunk.context_ids)] = torch.tensor(chunk.context_ids)
         lengths = torch.tensor([len(c.token_ids) for c in batch], device=self.device)
         doc = torch.tensor([c.doc for c in batch], device=self.device)
@@ -184,7 +167,9 @@ class IndexJob:
         context_ids = context_ids.to(self.device)
 
         position_hash = window_hashes(context_ids, C)
-        for layer, probs in enumerate(router_probs):
+        base = getattr(self.model, "model", self.model)  # the decoder alone: the index needs no logits
+        output = base(input_ids.to(self.device), use_cache=False, output_router_probs=True)
+        for layer, probs in enumerate(output.router_probs):
             if probs is None:
                 continue
             g1, g2 = (p.float() for p in probs)
@@ -276,29 +261,9 @@ class IndexJob:
             disable=self.options.quiet,
             smoothing=0.1,
         )
-        # Batch n's update runs in a worker thread while this thread forwards batch n+1 (the forward's torch ops
-        # leave the interpreter lock free, so an update fills the cores a forward leaves idle, and a GPU is
-        # given the next forward while the update runs). The state is touched by one thread at a time: the
-        # worker updates it, and this thread reads the corpus (which registers domains with the state), saves
-        # checkpoints and finishes only once the worker has taken the previous batch. Updates keep the batch
-        # order, so the index is the one a batch-by-batch run gives.
-        updating = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-update")
-        pending: Future | None = None
-        batches = self._batches(state, cursor)
         try:
-            batch = next(batches, None)
-            while batch is not None:
-                if since_checkpoint >= self.options.checkpoint_every:  # once the state holds every batch before
-                    if pending is not None:
-                        pending.result()
-                    self._save_checkpoint(state, cursor)
-                    since_checkpoint = 0
-                router_probs = self._forward(batch)
-                if pending is not None:
-                    pending.result()
-                following = next(batches, None)  # the worker is idle: the corpus may register domains
-                pending = updating.submit(self._update, batch, router_probs, state)
-                del router_probs
+            for batch in self._batches(state, cursor):
+                self._process(batch, state)
                 last = batch[-1]
                 cursor.documents += sum(1 for c in batch if c.start == 0)
                 cursor.doc, cursor.offset = last.doc, last.start + len(last.token_ids)
@@ -306,17 +271,14 @@ class IndexJob:
                 since_checkpoint += n_tokens
                 bar.update(n_tokens)
                 bar.set_postfix(docs=cursor.documents)
-                batch = following
-            if pending is not None:
-                pending.result()
+                if since_checkpoint >= self.options.checkpoint_every:
+                    self._save_checkpoint(state, cursor)
+                    since_checkpoint = 0
         except CorpusError as error:
-            if pending is not None:
-                pending.result()
             if state.tokens_processed > resumed_at:
                 self._save_checkpoint(state, cursor)
             raise IndexJobError(f"{error} (progress so far is in {checkpoint_path(self.out)})") from None
         finally:
-            updating.shutdown(wait=True)
             bar.close()
         if state.tokens_processed == 0:
             raise IndexJobError(

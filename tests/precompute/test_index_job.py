@@ -52,18 +52,17 @@ def corpus(tiny_corpus):
 
 
 def run_killed_at_batch(options, n: int, monkeypatch) -> None:
-    """Run the job until it is killed (KeyboardInterrupt) as batch `n`'s forward starts (the update of batch n-1
-    may be running in the job's worker thread); later runs go on normally."""
-    forward, calls = IndexJob._forward, []
+    """Run the job until it is killed (KeyboardInterrupt) as batch `n` starts; later runs go on normally."""
+    process, calls = IndexJob._process, []
 
-    def dies_at_batch_n(self, batch):
+    def dies_at_batch_n(self, batch, state):
         calls.append(1)
         if len(calls) == n:
             raise KeyboardInterrupt
-        return forward(self, batch)
+        process(self, batch, state)
 
     with monkeypatch.context() as patched:
-        patched.setattr(IndexJob, "_forward", dies_at_batch_n)
+        patched.setattr(IndexJob, "_process", dies_at_batch_n)
         with pytest.raises(KeyboardInterrupt):
             run_index(options)
 
