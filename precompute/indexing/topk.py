@@ -130,31 +130,95 @@ class ExampleBank:
     sample priority (a bottom-k sample).
     """
 
-    def __init__(self, n_slots: int, capacity: int, window: int, by_weight: bool, device="cpu"):
+    def __init__(
+        self, n_slots: int, capacity: int, window: int, by_weight: bool, device="cpu", stage_limit: int | None = None
+    ):
         self.capacity, self.by_weight = capacity, by_weight
         shape = (n_slots, capacity)
-        self.weight = torch.zeros(shape, device=device)
-        self.address = torch.full(shape, EMPTY_ADDRESS, dtype=torch.long, device=device)
-        self.key = torch.full(shape, 0 if by_weight else NO_PRIORITY, dtype=torch.long, device=device)
-        self.window = torch.zeros((*shape, window), dtype=torch.uint8, device=device)
-        self.window_max = torch.zeros(shape, device=device)
-        self._empty = {name: tensor[0, 0].clone() for name, tensor in self.tensors().items()}  # fresh-entry values
+        self._rows = {
+            "weight": torch.zeros(shape, device=device),
+            "address": torch.full(shape, EMPTY_ADDRESS, dtype=torch.long, device=device),
+            "key": torch.full(shape, 0 if by_weight else NO_PRIORITY, dtype=torch.long, device=device),
+            "window": torch.zeros((*shape, window), dtype=torch.uint8, device=device),
+            "window_max": torch.zeros(shape, device=device),
+        }
+        self._empty = {name: tensor[0, 0].clone() for name, tensor in self._rows.items()}  # fresh-entry values
+        # Staged candidates (already reduced per batch, windows taken at batch time) not yet merged into the rows
+        self.stage_limit = n_slots if stage_limit is None else stage_limit
+        self._stage: list[dict[str, torch.Tensor]] = []
+        self._staged = 0
         self.refresh_bar()
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {
-            "weight": self.weight,
-            "address": self.address,
-            "key": self.key,
-            "window": self.window,
-            "window_max": self.window_max,
-        }
+        """The rows, with every staged candidate merged in first (every reader goes through here)."""
+        self.flush()
+        return self._rows
+
+    weight = property(lambda self: self.tensors()["weight"], lambda self, v: self._rows.__setitem__("weight", v))
+    address = property(lambda self: self.tensors()["address"], lambda self, v: self._rows.__setitem__("address", v))
+    key = property(lambda self: self.tensors()["key"], lambda self, v: self._rows.__setitem__("key", v))
+    window = property(lambda self: self.tensors()["window"], lambda self, v: self._rows.__setitem__("window", v))
+    window_max = property(
+        lambda self: self.tensors()["window_max"], lambda self, v: self._rows.__setitem__("window_max", v)
+    )
+
+    def stage(self, slot, weight, address, key, windows_of: WindowsOf) -> None:
+        """Keep one batch's candidates for a later bulk merge (or merge now when staging is off).
+
+        While banks fill, almost every activation passes the bar, and merging each batch would rewrite nearly
+        every row. Instead the batch's candidates are reduced among themselves (at most `capacity` per slot,
+        one per window text), their windows taken now (the batch's context is gone later) and appended; the
+        rows are merged in bulk once `stage_limit` entries wait, or when anything reads the bank. The bar
+        stays as of the last merge, lower than the true one: a superset filter, so the result is the same."""
+        if slot.numel() == 0:
+            return
+        if self.stage_limit <= 0:
+            self.merge(slot, weight, address, key, windows_of)
+            return
+        order, _ = self._best_per_slot(slot, weight.float(), address, key)
+        window, window_max = windows_of(order)
+        self._stage.append(
+            {
+                "slot": slot[order],
+                "weight": weight[order].float(),
+                "address": address[order],
+                "key": key[order],
+                "window": window,
+                "window_max": window_max,
+            }
+        )
+        self._staged += order.numel()
+        if self._staged > self.stage_limit:
+            self.flush()
+
+    def flush(self) -> None:
+        """Merge every staged candidate into the rows, ABSORB_SLOTS slots at a time (bounded temporaries)."""
+        if not self._stage:
+            return
+        staged = {name: torch.cat([part[name] for part in self._stage]) for name in self._stage[0]}
+        self._stage, self._staged = [], 0
+        by_slot = torch.argsort(staged["slot"], stable=True)
+        staged = {name: tensor[by_slot] for name, tensor in staged.items()}
+        n_slots = self._rows["weight"].shape[0]
+        starts = torch.arange(0, n_slots + ABSORB_SLOTS, ABSORB_SLOTS, device=by_slot.device)
+        bounds = torch.searchsorted(staged["slot"], starts).tolist()
+        for low, high in zip(bounds[:-1], bounds[1:], strict=True):
+            if high > low:
+                part = {name: tensor[low:high] for name, tensor in staged.items()}
+                self.merge(
+                    part["slot"],
+                    part["weight"],
+                    part["address"],
+                    part["key"],
+                    lambda kept, e=part: (e["window"][kept], e["window_max"][kept]),
+                )
 
     def refresh_bar(self) -> None:
         """The bar a candidate must reach to enter a slot: its last entry's weight (or key); open while not full.
 
         Kept in a small contiguous tensor, so the per-activation test reads 4 or 8 bytes per slot."""
-        self.bar = self._bar_of(self.weight[:, -1], self.address[:, -1], self.key[:, -1])
+        rows = self._rows
+        self.bar = self._bar_of(rows["weight"][:, -1], rows["address"][:, -1], rows["key"][:, -1])
 
     def _bar_of(self, last_weight, last_address, last_key) -> torch.Tensor:
         full = last_address != EMPTY_ADDRESS
@@ -192,7 +256,7 @@ class ExampleBank:
         order, rank = self._best_per_slot(slot, weight.float(), address, key)
         touched, row = torch.unique_consecutive(slot[order], return_inverse=True)
         u, m = len(touched), int(rank.max()) + 1
-        old = {name: tensor.index_select(0, touched) for name, tensor in self.tensors().items()}  # [u, C, ...]
+        old = {name: tensor.index_select(0, touched) for name, tensor in self._rows.items()}  # [u, C, ...]
         new = {name: self._empty[name].expand(u, m, *self._empty[name].shape).clone() for name in old}
         new["weight"][row, rank] = weight[order].float()
         new["address"][row, rank] = address[order]
@@ -217,7 +281,7 @@ class ExampleBank:
         picked_valid = valid.gather(1, ranked)
 
         result = {name: tensor.gather(1, ranked) for name, tensor in joined.items()}
-        W = self.window.shape[-1]
+        W = self._rows["window"].shape[-1]
         result["window"] = old["window"].gather(1, ranked.clamp(max=C - 1)[..., None].expand(-1, -1, W))
         result["window_max"] = old["window_max"].gather(1, ranked.clamp(max=C - 1))
         is_new = (ranked >= C) & picked_valid
@@ -227,7 +291,7 @@ class ExampleBank:
             )
         for name, tensor in result.items():
             tensor[~picked_valid] = self._empty[name]
-            getattr(self, name).index_copy_(0, touched, tensor)
+            self._rows[name].index_copy_(0, touched, tensor)
         self.bar.index_copy_(0, touched, self._bar_of(*(result[name][:, -1] for name in ("weight", "address", "key"))))
 
 
@@ -294,7 +358,7 @@ class ExpertState:
         self.add_stats(slot, weight, domain)
         enter = self.top.could_enter(slot, weight).nonzero().squeeze(1)
         if enter.numel():
-            self.top.merge(
+            self.top.stage(
                 slot[enter],
                 weight[enter],
                 address[enter],
@@ -304,7 +368,7 @@ class ExpertState:
         priority = sample_priority(address, slot)
         enter = self.sample.could_enter(slot, weight, priority).nonzero().squeeze(1)
         if enter.numel():
-            self.sample.merge(
+            self.sample.stage(
                 slot[enter],
                 weight[enter],
                 address[enter],
@@ -353,6 +417,11 @@ class ExpertState:
                 )
 
     # -- checkpoints ----------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Merge both banks' staged candidates into their rows (reading a bank's tensors does it too)."""
+        self.top.flush()
+        self.sample.flush()
+
     def state_dict(self) -> dict:
         return {
             "n_slots": self.n_slots,
