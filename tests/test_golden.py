@@ -65,6 +65,31 @@ def index_rows(path: Path) -> dict[str, str]:
     return tables
 
 
+def _one_unit_apart(expected: str, text: str, table: str) -> bool:
+    """Rows equal but for kept-decimal scores that differ by at most one unit of their last kept decimal.
+
+    Rounding a float32 difference to a fixed decimal flips its last digit on another CPU when the value sits near a
+    half unit (seen: 7.4e-05 here, 7.5e-05 there); any other change is still a change."""
+    old, new = expected.splitlines(), text.splitlines()
+    if len(old) != len(new):
+        return False
+    tolerance = {column: 1.5 * 10.0**-decimals for (t, column), decimals in DECIMALS_KEPT.items() if t == table}
+    for old_line, new_line in zip(old, new, strict=True):
+        a, b = json.loads(old_line), json.loads(new_line)
+        if a.keys() != b.keys():
+            return False
+        for key in a:
+            close = (
+                key in tolerance
+                and isinstance(a[key], float | int)
+                and isinstance(b[key], float | int)
+                and abs(a[key] - b[key]) <= tolerance[key]
+            )
+            if a[key] != b[key] and not close:
+                return False
+    return True
+
+
 def check_golden(name: str, text: str, update: bool) -> None:
     path = GOLDEN / name
     if update:
@@ -73,7 +98,7 @@ def check_golden(name: str, text: str, update: bool) -> None:
         return
     assert path.exists(), f"no golden file {path}: run pytest with --update-golden and commit it"
     expected = path.read_text()
-    if text != expected:
+    if text != expected and not (name.endswith(".jsonl") and _one_unit_apart(expected, text, Path(name).stem)):
         diff = difflib.unified_diff(expected.splitlines(), text.splitlines(), f"golden/{name}", "this run", lineterm="")
         shown = "\n".join(list(diff)[:60])
         pytest.fail(f"{name} differs from its golden file (intended? rerun with --update-golden):\n{shown}")
@@ -92,3 +117,13 @@ def test_tiny_index_rows_match_the_golden_files(app_index, update):
     if not update:  # a table that disappeared is a change too
         kept = {p.stem for p in (GOLDEN / "tiny_index").glob("*.jsonl")}
         assert kept == set(tables), f"tables changed: golden has {sorted(kept)}, this run {sorted(tables)}"
+
+
+def test_scores_one_unit_apart_pass_and_other_changes_fail():
+    row = {"layer": 0, "expert": 3, "causal_effect": 7.4e-05, "coherence": 0.25}
+    line = json.dumps(row)
+    assert _one_unit_apart(line, json.dumps(row | {"causal_effect": 7.5e-05}), "expert_scores")
+    assert not _one_unit_apart(line, json.dumps(row | {"causal_effect": 7.7e-05}), "expert_scores")
+    assert not _one_unit_apart(line, json.dumps(row | {"expert": 4}), "expert_scores")
+    assert not _one_unit_apart(line, json.dumps(row | {"causal_effect": 7.5e-05}), "experts")
+    assert not _one_unit_apart(line, line + "\n" + line, "expert_scores")
