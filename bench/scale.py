@@ -5,7 +5,7 @@
   3. text search that does not scan: median of phrase searches on synthetic full-scale indexes whose token
      store holds 10M tokens (goal <= 50 ms) and 100M (goal <= 200 ms), both built by bench.synthetic_index.
   4. cold start: the top-k update from an empty state over a whole 10M-token synthetic run at the published
-     shapes (goal >= 1M tokens/min) (bench.index e: batches measured along the run, integrated).
+     shapes (goal >= 1M tokens/min) (bench.index e: one end-to-end run, every batch timed).
   5. merge at scale: 4 full-scale synthetic shards merged by `precompute merge` (a child process: its wall time
      and peak memory, inside this machine's 24 GiB); and the state part alone (the 4 shard states absorbed in
      memory) for comparison.
@@ -97,8 +97,14 @@ def cold_start(tokens: int) -> None:
 
     print("4.", end=" ")
     f = print_whole_run(tokens, 4096)
-    rate = f["tokens_per_min"]
-    record("4. top-k update, whole-run average", f"{rate:,.0f} tokens/min", ">= 1,000,000", rate >= 1e6)
+    rate, with_extraction = f["tokens_per_min"], f["with_extraction_tokens_per_min"]
+    record("4. top-k update, one whole run", f"{rate:,.0f} tokens/min", ">= 1,000,000", rate >= 1e6)
+    record(
+        "4. extraction + update, one whole run",
+        f"{with_extraction:,.0f} tokens/min",
+        ">= 1,000,000",
+        with_extraction >= 1e6,
+    )
 
 
 # -- 5. merge -----------------------------------------------------------------------------------------------
