@@ -41,6 +41,14 @@ class BatchCandidates:
 
     def _compute_window_weights(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, H, E = self.g1.shape
+        if self.g1.device.type == "cpu":  # a compiled loop: each window reads only its own weights
+            from precompute.indexing import topk_cpu
+
+            expert = self.expert[index]
+            context = self.offsets.numel() // 2
+            return topk_cpu.window_weights(
+                self.g1, self.g2, self.row[index], self.position[index], expert // E, expert % E, self.lengths, context
+            )
         row = self.row[index, None]
         position = self.position[index, None] + self.offsets  # [n, W]
         inside = (position >= 0) & (position < self.lengths[row])

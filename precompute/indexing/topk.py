@@ -307,11 +307,21 @@ class ExpertState:
     """Everything the index job accumulates: per-slot stats, top-K contexts and a uniform sample."""
 
     def __init__(
-        self, n_slots: int, top_k: int, samples: int, window: int, histogram_edges: torch.Tensor, device="cpu"
+        self,
+        n_slots: int,
+        top_k: int,
+        samples: int,
+        window: int,
+        histogram_edges: torch.Tensor,
+        device="cpu",
+        compiled: bool | None = None,
     ):
         self.n_slots, self.device = n_slots, torch.device(device)
+        # On a CPU each batch is added by the compiled loop (precompute.indexing.topk_cpu), elsewhere by the
+        # vectorised torch update below; both give the same state, tensor for tensor
+        self.compiled = self.device.type == "cpu" if compiled is None else compiled
         self.histogram_edges = histogram_edges.double().cpu()
-        self._log_edges = (self.histogram_edges[0].log10().item(), self.histogram_edges[-1].log10().item())
+        self.log_edges = (self.histogram_edges[0].log10().item(), self.histogram_edges[-1].log10().item())
         n_bins = histogram_edges.numel() - 1
         self.top = ExampleBank(n_slots, top_k, window, by_weight=True, device=device)
         self.sample = ExampleBank(n_slots, samples, window, by_weight=False, device=device)
@@ -323,6 +333,7 @@ class ExpertState:
         self.domain_weight_sum = torch.zeros((n_slots, 0), dtype=torch.float64, device=device)
         self.token_counts = torch.zeros(0, dtype=torch.long)  # by token id, grown to the largest id seen
         self.tokens_processed = 0
+        self.histogram_starts = self.bin_starts().numpy()  # for the compiled update: bins without a logarithm
 
     @property
     def active_count(self) -> torch.Tensor:
@@ -348,13 +359,34 @@ class ExpertState:
 
     # -- the per-batch update -------------------------------------------------------------------
     def histogram_bin(self, weight: torch.Tensor) -> torch.Tensor:
-        low, high = self._log_edges
+        low, high = self.log_edges
         n_bins = self.histogram.shape[1]
         position = (weight.double().clamp_min(1e-30).log10() - low) / (high - low) * n_bins
         return position.floor().long().clamp(0, n_bins - 1)
 
+    def bin_starts(self) -> torch.Tensor:
+        """[bins - 1] float32: the smallest float32 weight that `histogram_bin` puts in bin b + 1 or above.
+
+        A float32 weight's bin is then the number of starts at or below it, the same bin for every float32 (the
+        rule is monotonic) without a logarithm per activation. Found by bisection on the weights' bit patterns
+        (positive float32s order as their int32 patterns do), all bins at once."""
+        n_bins = self.histogram.shape[1]
+        wanted = torch.arange(1, n_bins)
+        low = torch.zeros(n_bins - 1, dtype=torch.int32)  # bit pattern of a weight below the start
+        high = torch.full((n_bins - 1,), 0x7F7FFFFF, dtype=torch.int32)  # the largest finite float32
+        while bool((high - low > 1).any()):
+            middle = low + (high - low) // 2
+            reaches = self.histogram_bin(middle.view(torch.float32)) >= wanted
+            high, low = torch.where(reaches, middle, high), torch.where(reaches, low, middle)
+        return high.view(torch.float32)
+
     def add(self, slot, weight, address, domain, context: CandidateContext) -> None:
         """Add one batch's activations (flat, all >= min_weight): slot, weight, address, domain column."""
+        if self.compiled:
+            from precompute.indexing import topk_cpu  # numba compiles on first use: only where it is used
+
+            topk_cpu.update(self, slot, weight, address, domain, context)
+            return
         self.add_stats(slot, weight, domain)
         enter = self.top.could_enter(slot, weight).nonzero().squeeze(1)
         if enter.numel():
@@ -439,7 +471,7 @@ class ExpertState:
         }
 
     @classmethod
-    def from_state_dict(cls, saved: dict, device="cpu") -> "ExpertState":
+    def from_state_dict(cls, saved: dict, device="cpu", compiled: bool | None = None) -> "ExpertState":
         top, sample = saved["top"], saved["sample"]
         state = cls(
             saved["n_slots"],
@@ -448,13 +480,14 @@ class ExpertState:
             top["window"].shape[2],
             saved["histogram_edges"],
             device=device,
+            compiled=compiled,
         )
         for bank, tensors in ((state.top, top), (state.sample, sample)):
             for name, value in tensors.items():
-                setattr(bank, name, value.to(device))
+                setattr(bank, name, value.to(device).contiguous())
             bank.refresh_bar()
         for name in ("weight_sum", "weight_max", "histogram", "domain_weight_sum"):
-            setattr(state, name, saved[name].to(device))
+            setattr(state, name, saved[name].to(device).contiguous())
         state.domains, state.domain_tokens = list(saved["domains"]), saved["domain_tokens"]
         state.token_counts = saved["token_counts"]
         state.tokens_processed = saved["tokens_processed"]

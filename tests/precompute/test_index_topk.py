@@ -41,8 +41,8 @@ class Stream:
         state.count_tokens(self.address[part] % 11)  # some token ids, so the counts merge too
 
 
-def new_state() -> ExpertState:
-    state = ExpertState(N_SLOTS, K, SAMPLES, WINDOW, EDGES)
+def new_state(compiled: bool | None = None) -> ExpertState:
+    state = ExpertState(N_SLOTS, K, SAMPLES, WINDOW, EDGES, compiled=compiled)
     for name in ("a", "b"):
         state.domain_index(name)
     return state
@@ -160,18 +160,18 @@ def test_staged_merges_give_the_same_banks_bit_for_bit(seed, n, cuts, stage_limi
     """Staging (any flush bound, any batch split, a checkpoint/resume between batches) equals merging each batch
     at once, tensor for tensor: a stale bar only lets more candidates through, and the flush is exact."""
     stream = Stream(seed, n)
-    reference = new_state()
+    reference = new_state(compiled=False)
     for bank in (reference.top, reference.sample):
         bank.stage_limit = 0  # no staging: every batch merged into the rows at once
     stream.feed(reference, 0, n)
 
-    staged = new_state()
+    staged = new_state(compiled=False)
     for bank in (staged.top, staged.sample):
         bank.stage_limit = stage_limit
     bounds = [0, *sorted(c % (n + 1) for c in cuts), n]
     for number, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         if number == resume_at:  # checkpoint and resume: the saved state must hold the staged entries too
-            staged = ExpertState.from_state_dict(staged.state_dict())
+            staged = ExpertState.from_state_dict(staged.state_dict(), compiled=False)
             for bank in (staged.top, staged.sample):
                 bank.stage_limit = stage_limit
         stream.feed(staged, start, stop)
@@ -179,3 +179,48 @@ def test_staged_merges_give_the_same_banks_bit_for_bit(seed, n, cuts, stage_limi
     for bank in ("top", "sample"):
         for name, tensor in expected[bank].items():
             assert torch.equal(got[bank][name], tensor), (bank, name)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 400),
+    cuts=st.lists(st.integers(0, 400), max_size=6),
+    switch_at=st.integers(0, 6),
+)
+def test_compiled_update_equals_the_torch_update_tensor_for_tensor(seed, n, cuts, switch_at):
+    """The CPU's compiled loop and the vectorised torch update (the GPU's) give the same state, whatever the batch
+    split, and a state can pass from one to the other between batches (a checkpoint written by either)."""
+    stream = Stream(seed, n)
+    reference = new_state(compiled=False)
+    stream.feed(reference, 0, n)
+    compiled = new_state(compiled=True)
+    bounds = [0, *sorted(c % (n + 1) for c in cuts), n]
+    for number, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        if number == switch_at:  # the torch update takes over for a batch, then the compiled one again
+            compiled.compiled = False
+        stream.feed(compiled, start, stop)
+        compiled.compiled = True
+    expected, got = reference.state_dict(), compiled.state_dict()
+    for bank in ("top", "sample"):
+        for name, tensor in expected[bank].items():
+            assert torch.equal(got[bank][name], tensor), (bank, name)
+    for name in ("weight_max", "histogram", "token_counts"):
+        assert torch.equal(got[name], expected[name]), name
+    for name in ("weight_sum", "domain_weight_sum"):  # float64 sums: the same terms, possibly another order
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-12, atol=0)
+    assert torch.equal(compiled.top.bar, reference.top.bar) and torch.equal(compiled.sample.bar, reference.sample.bar)
+
+
+def test_bin_starts_give_every_float32_weight_its_histogram_bin():
+    """The compiled update finds a weight's bin among the bins' smallest weights: the same bin as the formula,
+    for weights at, next to and between the starts, and across the whole range."""
+    state = ExpertState(4, 2, 2, 3, torch.logspace(-2, torch.log10(torch.tensor(8.0)).item(), 17, dtype=torch.float64))
+    starts = torch.from_numpy(state.histogram_starts)
+    bits = starts.view(torch.int32)
+    near = torch.cat([bits - 1, bits, bits + 1]).view(torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    spread = torch.cat([10 ** (torch.rand(100_000, generator=gen) * 4 - 3), torch.tensor([0.0, 1e-30, 1e30])])
+    for weight in (near, spread.float()):
+        assert torch.equal(torch.searchsorted(starts, weight, right=True), state.histogram_bin(weight))
+    assert (starts[1:] > starts[:-1]).all()
