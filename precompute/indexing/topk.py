@@ -23,6 +23,10 @@ arrives as flat sparse activations (slot, weight, address); there is no Python l
 
 Window weights (the expert's weight on each token around an example, for highlighting) are only
 computed for candidates that survive a merge, through a callback.
+
+That vectorised update suits a GPU. On a CPU, `ExpertState.add` hands each batch to a compiled loop
+(precompute.indexing.topk_cpu) that inserts every entering activation where it lands, by the same rules;
+the two give the same state tensor for tensor (tests/precompute/test_index_topk.py).
 """
 
 from collections.abc import Callable

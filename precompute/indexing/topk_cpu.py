@@ -141,17 +141,24 @@ def _insert_sample(s, w, address, priority, weight_row, address_row, key_row, wi
 
 
 @njit(cache=True)
-def _split_by_slot(slot, threads):
-    """The activations of each thread (slot % threads), each in stream order: order[bounds[t] : bounds[t + 1]]."""
-    bounds = np.zeros(threads + 1, dtype=np.int64)
+def _by_slot(slot, threads):
+    """The activations sorted by slot, stably (a counting sort: each slot's in stream order), and the slot range
+    cut into `threads` parts: thread t visits order[bounds[t] : bounds[t + 1]]. Visited in slot order, the rows
+    and statistics are read nearly in sequence (a batch touches most of a group's slots about once), which the
+    memory prefetches, instead of a cache miss for each of them at random."""
+    low = slot.min()
+    span = slot.max() - low + 1
+    starts = np.zeros(span + 1, dtype=np.int64)
     for n in range(slot.shape[0]):
-        bounds[slot[n] % threads + 1] += 1
-    bounds = np.cumsum(bounds)
-    order, filled = np.empty(slot.shape[0], dtype=np.int64), bounds[:-1].copy()
+        starts[slot[n] - low + 1] += 1
+    starts = np.cumsum(starts)
+    bounds = np.empty(threads + 1, dtype=np.int64)
+    for t in range(threads + 1):
+        bounds[t] = starts[span * t // threads]
+    order, filled = np.empty(slot.shape[0], dtype=np.int64), starts[:-1]
     for n in range(slot.shape[0]):
-        part = slot[n] % threads
-        order[filled[part]] = n
-        filled[part] += 1
+        order[filled[slot[n] - low]] = n
+        filled[slot[n] - low] += 1
     return order, bounds
 
 
@@ -165,22 +172,17 @@ def _update(
     entered_count,  # [threads, 2] out
 ):  # fmt: skip
     threads = entered.shape[0]
-    order, bounds = _split_by_slot(slot, threads)
+    order, bounds = _by_slot(slot, threads)
     for part in prange(threads):
-        # the statistics first, in a loop of their own: no branch on what they load, so the cache misses of
-        # many activations overlap
+        top_n = sample_n = 0
         for n in order[bounds[part] : bounds[part + 1]]:
             s = slot[n]
-            w = weight[n]
+            w, a = weight[n], address[n]
             weight_sum[s] += np.float64(w)
             weight_max[s] = max(weight_max[s], w)
             histogram[s, np.searchsorted(bin_starts, w, side="right")] += 1
             if domain[n] >= 0:
                 domain_weight_sum[s, domain[n]] += np.float64(w)
-        top_n = sample_n = 0
-        for n in order[bounds[part] : bounds[part + 1]]:
-            s = slot[n]
-            w, a = weight[n], address[n]
             if w >= top_bar[s] and _insert_top(
                 s, w, a, window_hash[n], top_weight, top_address, top_key, top_window, top_window_max, top_bar
             ):
@@ -216,20 +218,17 @@ def _still_in_rows(slot, address, entered, entered_count, top_address, sample_ad
 
 
 @njit(cache=True)
-def _fill_windows(slot, place, row_of, windows, maxima, top_window, top_window_max, sample_window, sample_window_max):
-    for n in range(slot.shape[0]):
-        r = row_of[n]
-        if r < 0:
-            continue
+def _fill_windows(slot, entered, entered_count, place, row_of, windows, maxima, bank_windows, bank_maxima):
+    """Write the computed windows into the rows, visiting the entries as they entered (in slot order)."""
+    for part in range(entered.shape[0]):
         for bank in range(2):
-            k = place[bank, n]
-            if k >= 0:
-                if bank == 0:
-                    top_window[slot[n], k, :] = windows[r]
-                    top_window_max[slot[n], k] = maxima[r]
-                else:
-                    sample_window[slot[n], k, :] = windows[r]
-                    sample_window_max[slot[n], k] = maxima[r]
+            window, window_max = bank_windows[bank], bank_maxima[bank]
+            for e in range(entered_count[part, bank]):
+                n = entered[part, bank, e]
+                k = place[bank, n]
+                if k >= 0:
+                    window[slot[n], k, :] = windows[row_of[n]]
+                    window_max[slot[n], k] = maxima[row_of[n]]
 
 
 def update(state, slot, weight, address, domain, context) -> None:
@@ -278,8 +277,9 @@ def update(state, slot, weight, address, domain, context) -> None:
     row_of = np.full(n, -1, dtype=np.int64)
     row_of[index.numpy()] = np.arange(index.numel())
     _fill_windows(
-        numbers["slot"], place, row_of, windows.contiguous().numpy(), maxima.float().contiguous().numpy(),
-        top["window"].numpy(), top["window_max"].numpy(), sample["window"].numpy(), sample["window_max"].numpy(),
+        numbers["slot"], entered, entered_count, place, row_of, windows.contiguous().numpy(),
+        maxima.float().contiguous().numpy(), (top["window"].numpy(), sample["window"].numpy()),
+        (top["window_max"].numpy(), sample["window_max"].numpy()),
     )  # fmt: skip
 
 
