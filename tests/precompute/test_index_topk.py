@@ -175,7 +175,11 @@ def test_staged_merges_give_the_same_banks_bit_for_bit(seed, n, cuts, stage_limi
             for bank in (staged.top, staged.sample):
                 bank.stage_limit = stage_limit
         stream.feed(staged, start, stop)
-    expected, got = reference.state_dict(), staged.state_dict()
+    assert_same_banks(staged.state_dict(), reference.state_dict())
+
+
+def assert_same_banks(got: dict, expected: dict) -> None:
+    """Both banks of two state dicts equal, tensor for tensor."""
     for bank in ("top", "sample"):
         for name, tensor in expected[bank].items():
             assert torch.equal(got[bank][name], tensor), (bank, name)
@@ -202,9 +206,7 @@ def test_compiled_update_equals_the_torch_update_tensor_for_tensor(seed, n, cuts
         stream.feed(compiled, start, stop)
         compiled.compiled = True
     expected, got = reference.state_dict(), compiled.state_dict()
-    for bank in ("top", "sample"):
-        for name, tensor in expected[bank].items():
-            assert torch.equal(got[bank][name], tensor), (bank, name)
+    assert_same_banks(got, expected)
     for name in ("weight_max", "histogram", "token_counts"):
         assert torch.equal(got[name], expected[name]), name
     for name in ("weight_sum", "domain_weight_sum"):  # float64 sums: the same terms, possibly another order
