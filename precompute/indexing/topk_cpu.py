@@ -24,11 +24,9 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-EMPTY_ADDRESS = -1  # as precompute.indexing.topk (imported there from here would be circular)
-NO_PRIORITY = 1 << 62
-_PRIME = (1 << 31) - 1
-_MULTIPLIERS = (1_000_003, 69_069, 48_271, 1_103_515_245 % _PRIME)
-_ADDRESS_MASK = (1 << 32) - 1
+from precompute.indexing.topk import _MULTIPLIERS, _PRIME, ADDRESS_SHIFT, EMPTY_ADDRESS, NO_PRIORITY
+
+_ADDRESS_MASK = (1 << ADDRESS_SHIFT) - 1
 
 
 @njit(inline="always")
