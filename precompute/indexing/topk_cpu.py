@@ -37,7 +37,7 @@ def _place_round(x, multiplier):
 @njit(inline="always")
 def _place_key(address):
     """topk.place_key for one address (the same Feistel rounds, the same int64 arithmetic)."""
-    left, right = (address >> 32) % _PRIME, (address & _ADDRESS_MASK) % _PRIME
+    left, right = (address >> ADDRESS_SHIFT) % _PRIME, (address & _ADDRESS_MASK) % _PRIME
     right = (right + _place_round(left, _MULTIPLIERS[0])) % _PRIME
     left = (left + _place_round(right, _MULTIPLIERS[1])) % _PRIME
     right = (right + _place_round(left, _MULTIPLIERS[2])) % _PRIME
@@ -47,7 +47,7 @@ def _place_key(address):
 @njit(inline="always")
 def _sample_priority(address, slot):
     """topk.sample_priority for one activation."""
-    doc, position = address >> 32, address & _ADDRESS_MASK
+    doc, position = address >> ADDRESS_SHIFT, address & _ADDRESS_MASK
     h0 = ((doc * _MULTIPLIERS[2] + position) % _PRIME * _MULTIPLIERS[2] + slot) % _PRIME
     h1 = ((doc * _MULTIPLIERS[3] + position) % _PRIME * _MULTIPLIERS[3] + slot) % _PRIME
     return (((h0 * h0 + 12_345) % _PRIME) << 31) | ((h1 * h1 + 12_345) % _PRIME)
