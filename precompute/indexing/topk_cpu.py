@@ -13,10 +13,12 @@ handled where it lands, in a loop compiled by numba:
 - windows are filled in after the batch, only for the entries that are still in a row then, by one
   call of the batch's `window_weights` (precompute.indexing.candidates), in a second small pass.
 
-The slots are split between threads by slot % threads: each thread reads every activation and handles
-its own slots, in stream order, so the result does not depend on the number of threads. Rows, bars and
-statistics are the torch tensors themselves (shared memory through .numpy()): a state can move between
-this update and the torch one at any batch, and is equal tensor for tensor (tests/precompute).
+The activations are first put in slot order (a stable counting sort, their fields gathered so the pass
+reads them in sequence) and each thread takes a range of slots: every slot sees its activations in stream
+order, so the result does not depend on the number of threads, and rows and statistics are read nearly in
+sequence instead of a cache miss each at random. Rows, bars and statistics are the torch tensors
+themselves (shared memory through .numpy()): a state can move between this update and the torch one at
+any batch, and is equal tensor for tensor (tests/precompute).
 """
 
 import numba
@@ -69,7 +71,8 @@ def _shift_right(arrays_w, arrays_a, arrays_k, window, window_max, s, first, las
         arrays_w[s, k] = arrays_w[s, k - 1]
         arrays_a[s, k] = arrays_a[s, k - 1]
         arrays_k[s, k] = arrays_k[s, k - 1]
-        window[s, k, :] = window[s, k - 1, :]
+        for x in range(window.shape[2]):  # byte by byte: no slice views made per entry
+            window[s, k, x] = window[s, k - 1, x]
         window_max[s, k] = window_max[s, k - 1]
 
 
@@ -171,37 +174,44 @@ def _update(
 ):  # fmt: skip
     threads = entered.shape[0]
     order, bounds = _by_slot(slot, threads)
+    # the activations' fields gathered in slot order, so that the pass below reads them in sequence
+    slot_, weight_, address_ = np.empty_like(slot), np.empty_like(weight), np.empty_like(address)
+    domain_, hash_ = np.empty_like(domain), np.empty_like(window_hash)
+    for p in prange(order.shape[0]):
+        n = order[p]
+        slot_[p], weight_[p], address_[p] = slot[n], weight[n], address[n]
+        domain_[p], hash_[p] = domain[n], window_hash[n]
     for part in prange(threads):
         top_n = sample_n = 0
-        for n in order[bounds[part] : bounds[part + 1]]:
-            s = slot[n]
-            w, a = weight[n], address[n]
+        for p in range(bounds[part], bounds[part + 1]):
+            s = slot_[p]
+            w, a = weight_[p], address_[p]
             weight_sum[s] += np.float64(w)
             weight_max[s] = max(weight_max[s], w)
             histogram[s, np.searchsorted(bin_starts, w, side="right")] += 1
-            if domain[n] >= 0:
-                domain_weight_sum[s, domain[n]] += np.float64(w)
+            if domain_[p] >= 0:
+                domain_weight_sum[s, domain_[p]] += np.float64(w)
             if w >= top_bar[s] and _insert_top(
-                s, w, a, window_hash[n], top_weight, top_address, top_key, top_window, top_window_max, top_bar
+                s, w, a, hash_[p], top_weight, top_address, top_key, top_window, top_window_max, top_bar
             ):
-                entered[part, 0, top_n] = n
+                entered[part, 0, top_n] = order[p]
                 top_n += 1
             priority = _sample_priority(a, s)
             if priority <= sample_bar[s] and _insert_sample(
                 s, w, a, priority, sample_weight, sample_address, sample_key, sample_window, sample_window_max,
                 sample_bar,
             ):  # fmt: skip
-                entered[part, 1, sample_n] = n
+                entered[part, 1, sample_n] = order[p]
                 sample_n += 1
         entered_count[part, 0], entered_count[part, 1] = top_n, sample_n
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def _still_in_rows(slot, address, entered, entered_count, top_address, sample_address, place):
     """The entries inserted this batch that are still in their row: place[bank, n] = their column, else -1;
-    returns the mask of the activations whose windows are needed."""
+    returns the mask of the activations whose windows are needed. Each thread reads its own part's rows."""
     needed = np.zeros(slot.shape[0], dtype=np.bool_)
-    for part in range(entered.shape[0]):
+    for part in prange(entered.shape[0]):
         for bank in range(2):
             rows = top_address if bank == 0 else sample_address
             for e in range(entered_count[part, bank]):
@@ -215,10 +225,11 @@ def _still_in_rows(slot, address, entered, entered_count, top_address, sample_ad
     return needed
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def _fill_windows(slot, entered, entered_count, place, row_of, windows, maxima, bank_windows, bank_maxima):
-    """Write the computed windows into the rows, visiting the entries as they entered (in slot order)."""
-    for part in range(entered.shape[0]):
+    """Write the computed windows into the rows, visiting the entries as they entered (in slot order), each
+    thread its own part's rows."""
+    for part in prange(entered.shape[0]):
         for bank in range(2):
             window, window_max = bank_windows[bank], bank_maxima[bank]
             for e in range(entered_count[part, bank]):
@@ -293,10 +304,8 @@ def _window_weights(g1, g2, row, position, i, j, lengths, context, windows, maxi
             p = position[c] - context + o
             if 0 <= p < length:
                 w = np.float32(0)
-                for h in range(H):
-                    selected = g1[b, p, h, i[c]]
-                    if selected != 0:  # the router selects few entries: most heads add nothing
-                        w += selected * g2[b, p, h, j[c]]
+                for h in range(H):  # no test for a zero g1 (most are): a branch that often mispredicts costs more
+                    w += g1[b, p, h, i[c]] * g2[b, p, h, j[c]]
                 weights[c, o] = w
                 largest = max(largest, w)
         maxima[c] = largest

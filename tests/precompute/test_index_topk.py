@@ -226,3 +226,34 @@ def test_bin_starts_give_every_float32_weight_its_histogram_bin():
     for weight in (near, spread.float()):
         assert torch.equal(torch.searchsorted(starts, weight, right=True), state.histogram_bin(weight))
     assert (starts[1:] > starts[:-1]).all()
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), context=st.integers(0, 4))
+def test_compiled_window_weights_equal_the_torch_windows(seed, context):
+    """The CPU's compiled window loop gives the windows of the torch formula: w_ij summed over heads at each
+    position around the candidate, zero outside its document, quantised by topk.quantise_window."""
+    from precompute.indexing import topk_cpu
+
+    gen = torch.Generator().manual_seed(seed)
+    B, T, H, E, n = 3, 12, 4, 6, 50
+    routing = []
+    for _ in range(2):  # router-like: each head keeps 2 of E entries, softmax-normalised, zero elsewhere
+        logits = torch.randn(B, T, H, E, generator=gen)
+        keep = logits >= logits.topk(2, dim=-1).values[..., -1:]
+        routing.append(torch.where(keep, logits, -torch.inf).softmax(-1))
+    g1, g2 = routing
+    lengths = torch.tensor([T, T - 5, 1])
+    row = torch.randint(0, B, (n,), generator=gen)
+    position = (torch.rand(n, generator=gen) * lengths[row]).long()
+    i, j = torch.randint(0, E, (n,), generator=gen), torch.randint(0, E, (n,), generator=gen)
+    windows, maxima = topk_cpu.window_weights(g1, g2, row, position, i, j, lengths, context)
+    around = position[:, None] + torch.arange(-context, context + 1)
+    inside = (around >= 0) & (around < lengths[row, None])
+    at = around.clamp(0, T - 1)
+    rows = row[:, None].expand_as(at)
+    weights = (g1[rows, at, :, i[:, None]] * g2[rows, at, :, j[:, None]]).sum(-1) * inside
+    expected_windows, expected_maxima = topk.quantise_window(weights)
+    assert torch.equal(maxima, expected_maxima)
+    assert torch.equal(windows, expected_windows)
+    assert (maxima > 0).any() and (windows == 0).any()  # the draw has both active and silent positions
