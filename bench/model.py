@@ -244,10 +244,11 @@ def build_random_model(layers: int, dtype: torch.dtype, seed: int = 0):
     return model
 
 
-def bench_cpu_generation(layers=24, new_tokens=32, rounds=2, dtypes=("float32", "bfloat16")):
+def bench_cpu_generation(layers=24, new_tokens=32, rounds=4, dtypes=("float32", "bfloat16")):
     """The app's decoding loop (explorer.app.generation.decode_tokens: batch 1, KV cache, greedy) at the 1.4B
     shapes, plain and with 1,000 experts of every routing group off, in each dtype: tokens/s (median of
-    `rounds`, plain and ablated taking turns) and the process's peak memory. One model at a time, freed between."""
+    `rounds`, plain and ablated taking turns, each going first in half the rounds, so a drift of the machine
+    favours neither) and the process's peak memory. One model at a time, freed between."""
     import gc
     import resource
 
@@ -275,9 +276,9 @@ def bench_cpu_generation(layers=24, new_tokens=32, rounds=2, dtypes=("float32", 
         ablation = Ablation.build(experts, model.config)
         tokens_per_s(model, ablation)  # warm-up: first calls, the ablation's cached sets
         plain, ablated = [], []
-        for _ in range(rounds):
-            plain.append(tokens_per_s(model, None))
-            ablated.append(tokens_per_s(model, ablation))
+        for round_ in range(rounds):
+            for figures_of, ablate in [(plain, None), (ablated, ablation)][:: 1 if round_ % 2 == 0 else -1]:
+                figures_of.append(tokens_per_s(model, ablate))
         figures[name] = dict(
             plain_tokens_per_s=statistics.median(plain),
             ablated_tokens_per_s=statistics.median(ablated),
