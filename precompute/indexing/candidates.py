@@ -33,10 +33,17 @@ class BatchCandidates:
                 torch.zeros(n, device=device),
             )
         done, windows, maxima = self._windows
-        todo = index[~done[index]].unique()
-        if todo.numel():
-            windows[todo], maxima[todo] = self._compute_window_weights(todo)
-            done[todo] = True
+        todo = index[~done[index]]
+        increasing = bool((todo[1:] > todo[:-1]).all())
+        if not increasing:  # repeats or out of order: each window once (a sorted index skips the sort)
+            todo = todo.unique()
+        if todo.numel() == 0:
+            return windows[index], maxima[index]
+        computed = self._compute_window_weights(todo)
+        windows[todo], maxima[todo] = computed
+        done[todo] = True
+        if increasing and todo.numel() == index.numel():  # all of index was new: todo is index itself
+            return computed
         return windows[index], maxima[index]
 
     def _compute_window_weights(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

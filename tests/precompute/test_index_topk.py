@@ -237,13 +237,7 @@ def test_compiled_window_weights_equal_the_torch_windows(seed, context):
 
     gen = torch.Generator().manual_seed(seed)
     B, T, H, E, n = 3, 12, 4, 6, 50
-    routing = []
-    for _ in range(2):  # router-like: each head keeps 2 of E entries, softmax-normalised, zero elsewhere
-        logits = torch.randn(B, T, H, E, generator=gen)
-        keep = logits >= logits.topk(2, dim=-1).values[..., -1:]
-        routing.append(torch.where(keep, logits, -torch.inf).softmax(-1))
-    g1, g2 = routing
-    lengths = torch.tensor([T, T - 5, 1])
+    g1, g2, lengths = router_like(gen, B, T, H, E)
     row = torch.randint(0, B, (n,), generator=gen)
     position = (torch.rand(n, generator=gen) * lengths[row]).long()
     i, j = torch.randint(0, E, (n,), generator=gen), torch.randint(0, E, (n,), generator=gen)
@@ -257,3 +251,40 @@ def test_compiled_window_weights_equal_the_torch_windows(seed, context):
     assert torch.equal(maxima, expected_maxima)
     assert torch.equal(windows, expected_windows)
     assert (maxima > 0).any() and (windows == 0).any()  # the draw has both active and silent positions
+
+
+def router_like(gen, B, T, H, E):
+    """g1, g2 [B, T, H, E] as a router gives them (each head keeps 2 of E entries, softmax-normalised, zero
+    elsewhere) and the rows' lengths [B] (one full, one shorter, one of a single token)."""
+    routing = []
+    for _ in range(2):
+        logits = torch.randn(B, T, H, E, generator=gen)
+        keep = logits >= logits.topk(2, dim=-1).values[..., -1:]
+        routing.append(torch.where(keep, logits, -torch.inf).softmax(-1))
+    return *routing, torch.tensor([T, T - 5, 1])
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), asks=st.lists(st.lists(st.integers(0, 39), max_size=30), min_size=1, max_size=4))
+def test_batch_candidates_answer_every_ask_as_if_it_were_the_first(seed, asks):
+    """BatchCandidates computes each window once per batch and remembers it: asked in any order, with repeats and
+    with activations already asked for, it answers what a fresh one answers."""
+    from precompute.indexing.candidates import BatchCandidates
+
+    gen = torch.Generator().manual_seed(seed)
+    B, T, H, E, n = 3, 12, 4, 6, 40
+    g1, g2, lengths = router_like(gen, B, T, H, E)
+    row = torch.randint(0, B, (n,), generator=gen)
+    position = (torch.rand(n, generator=gen) * lengths[row]).long()
+    expert = torch.randint(0, E * E, (n,), generator=gen)
+    hashes = torch.randint(0, 1 << 40, (B, T), generator=gen)
+
+    def candidates():
+        return BatchCandidates(g1, g2, row, position, expert, lengths, hashes, 2)
+
+    remembering = candidates()
+    for ask in asks:
+        index = torch.tensor(ask, dtype=torch.long)
+        got, fresh = remembering.window_weights(index), candidates().window_weights(index)
+        assert torch.equal(got[0], fresh[0]) and torch.equal(got[1], fresh[1])
+        assert got[0].shape == (len(ask), 5)
