@@ -525,13 +525,17 @@ def read_index_state(
         ).fetchall():
             state.domain_weight_sum[group * experts_per_group + expert, state.domain_index(domain)] = weight_sum
         for kind, bank in (("top", state.top), ("sample", state.sample)):
-            rows = conn.execute(
-                "SELECT grp, expert, rank, doc, position, weight, window_hash, window_max, window_weights"
-                " FROM examples WHERE kind = ? ORDER BY grp, expert, rank",
-                [kind],
-            ).pl()
-            if len(rows):
-                _fill_bank(bank, kind, rows, experts_per_group, window)
+            # a group at a time: a full-scale file's examples read at once took some 10 GiB of frames beside the
+            # state, and a merge of 4 full-scale shards peaked at 21.6 GiB
+            for group in range(meta.num_groups):
+                rows = conn.execute(
+                    "SELECT grp, expert, rank, doc, position, weight, window_hash, window_max, window_weights"
+                    " FROM examples WHERE kind = ? AND grp = ? ORDER BY expert, rank",
+                    [kind, group],
+                ).pl()
+                if len(rows):
+                    _fill_bank(bank, kind, rows, experts_per_group, window)
+            bank.refresh_bar()
         contents = IndexContents(
             meta=meta,
             documents=conn.execute("SELECT doc, source_id, domain, n_tokens FROM documents")
@@ -551,7 +555,8 @@ def _slots(rows: pl.DataFrame, experts_per_group: int) -> np.ndarray:
 
 
 def _fill_bank(bank, kind: str, rows: pl.DataFrame, experts_per_group: int, window: int) -> None:
-    """Put one kind's examples (ordered by slot, rank) back into their bank, in the bank's own order."""
+    """Put one kind's examples of whole slots (ordered by slot, rank) back into their bank, in the bank's own order
+    (the bars are the caller's to refresh)."""
     slot = _slots(rows, experts_per_group)
     address = make_address(rows["doc"].to_numpy(), rows["position"].to_numpy())
     if kind == "top":  # the bank keeps them by (weight desc, place key); the file, in display order
@@ -568,4 +573,3 @@ def _fill_bank(bank, kind: str, rows: pl.DataFrame, experts_per_group: int, wind
     bank.key[index] = torch.from_numpy(key)
     bank.window_max[index] = torch.from_numpy(rows["window_max"].to_numpy().astype(np.float32)[order])
     bank.window[index] = torch.from_numpy(_matrix(rows["window_weights"], window).astype(np.uint8)[order])
-    bank.refresh_bar()
