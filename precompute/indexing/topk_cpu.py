@@ -65,15 +65,19 @@ def _ranks_before(w, tie, row_weight, row_address, k):
 
 
 @njit(inline="always")
-def _shift_right(arrays_w, arrays_a, arrays_k, window, window_max, s, first, last):
+def _copy_entry(row_w, row_a, row_k, window, window_max, s, to, source):
+    """Entry `source` of row s is copied over entry `to` (window byte by byte: no slice views made per entry)."""
+    row_w[s, to], row_a[s, to], row_k[s, to] = row_w[s, source], row_a[s, source], row_k[s, source]
+    for x in range(window.shape[2]):
+        window[s, to, x] = window[s, source, x]
+    window_max[s, to] = window_max[s, source]
+
+
+@njit(inline="always")
+def _shift_right(row_w, row_a, row_k, window, window_max, s, first, last):
     """Entries first .. last - 1 of row s move one place right (entry last is overwritten)."""
     for k in range(last, first, -1):
-        arrays_w[s, k] = arrays_w[s, k - 1]
-        arrays_a[s, k] = arrays_a[s, k - 1]
-        arrays_k[s, k] = arrays_k[s, k - 1]
-        for x in range(window.shape[2]):  # byte by byte: no slice views made per entry
-            window[s, k, x] = window[s, k - 1, x]
-        window_max[s, k] = window_max[s, k - 1]
+        _copy_entry(row_w, row_a, row_k, window, window_max, s, k, k - 1)
 
 
 @njit(inline="always")
@@ -96,11 +100,7 @@ def _insert_top(s, w, address, key, weight_row, address_row, key_row, window, wi
         if not _ranks_before(w, tie, weight_row[s], address_row[s], duplicate):
             return False
         for k in range(duplicate, filled - 1):  # remove it: the rest moves one place left
-            weight_row[s, k] = weight_row[s, k + 1]
-            address_row[s, k] = address_row[s, k + 1]
-            key_row[s, k] = key_row[s, k + 1]
-            window[s, k, :] = window[s, k + 1, :]
-            window_max[s, k] = window_max[s, k + 1]
+            _copy_entry(weight_row, address_row, key_row, window, window_max, s, k, k + 1)
         filled -= 1
         address_row[s, filled] = EMPTY_ADDRESS
     elif filled == K and not _ranks_before(w, tie, weight_row[s], address_row[s], K - 1):
