@@ -77,11 +77,11 @@ class OneGroup:
 
     @torch.no_grad()
     def moe_forward(self, g1, g2, ablation=None):
-        """The group's 4 MoE layers, as the model runs them: the switched-off weights once per group."""
+        """The group's 4 MoE layers, as the model runs them: the switched-off matrices once per group."""
         out = None
         switching_off = SwitchingOff(ablation) if ablation else None
         for layer, moe in enumerate(self.moes):
-            switched_off = switching_off.weights(layer, g1, g2) if switching_off else None
+            switched_off = switching_off.matrices(layer, g1, g2) if switching_off else None
             out = moe(self.x, g1, g2, switched_off=switched_off)
         return out
 
@@ -246,9 +246,10 @@ def build_random_model(layers: int, dtype: torch.dtype, seed: int = 0):
 
 def bench_cpu_generation(layers=24, new_tokens=32, rounds=4, dtypes=("float32", "bfloat16")):
     """The app's decoding loop (explorer.app.generation.decode_tokens: batch 1, KV cache, greedy) at the 1.4B
-    shapes, plain and with 1,000 experts of every routing group off, in each dtype: tokens/s (median of
-    `rounds`, plain and ablated taking turns, each going first in half the rounds, so a drift of the machine
-    favours neither) and the process's peak memory. One model at a time, freed between."""
+    shapes, plain and with 1,000 experts of every routing group off, in each dtype: tokens/s over `rounds` runs
+    of each, and the process's peak memory. A plain and an ablated run decode side by side, one token of each in
+    turn (the ablated one first in every other round), so a drift of this machine, which swings a run's speed by
+    several per cent, falls on both alike. One model at a time, freed between."""
     import gc
     import resource
 
@@ -258,10 +259,18 @@ def bench_cpu_generation(layers=24, new_tokens=32, rounds=4, dtypes=("float32", 
     settings = GenerationSettings(max_new_tokens=new_tokens)
     prompt = torch.randint(3, SHAPES_14B["vocab_size"], (16,), generator=torch.Generator().manual_seed(2)).tolist()
 
-    def tokens_per_s(model, ablation):
-        start = time.perf_counter()
-        count = len(list(decode_tokens(model, prompt, ablation, settings)))
-        return count / (time.perf_counter() - start)
+    def side_by_side(model, ablation, rounds):
+        """(plain, ablated) tokens/s, each token of one run timed between two tokens of the other."""
+        spent = [0.0, 0.0]
+        for round_ in range(rounds):
+            runs = [decode_tokens(model, prompt, None, settings), decode_tokens(model, prompt, ablation, settings)]
+            order = (0, 1) if round_ % 2 == 0 else (1, 0)
+            for _ in range(new_tokens):  # no end-of-sequence token: each run writes all of them
+                for k in order:
+                    start = time.perf_counter()
+                    next(runs[k])
+                    spent[k] += time.perf_counter() - start
+        return tuple(rounds * new_tokens / seconds for seconds in spent)
 
     figures = {}
     for name in dtypes:
@@ -274,14 +283,11 @@ def bench_cpu_generation(layers=24, new_tokens=32, rounds=4, dtypes=("float32", 
             f"G{g + 1}/{f}" for g in range(groups) for f in torch.randperm(512 * 512, generator=gen)[:1000].tolist()
         ]
         ablation = Ablation.build(experts, model.config)
-        tokens_per_s(model, ablation)  # warm-up: first calls, the ablation's cached sets
-        plain, ablated = [], []
-        for round_ in range(rounds):
-            for figures_of, ablate in [(plain, None), (ablated, ablation)][:: 1 if round_ % 2 == 0 else -1]:
-                figures_of.append(tokens_per_s(model, ablate))
+        side_by_side(model, ablation, 1)  # warm-up: first calls, the ablation's cached sets
+        plain, ablated = side_by_side(model, ablation, rounds)
         figures[name] = dict(
-            plain_tokens_per_s=statistics.median(plain),
-            ablated_tokens_per_s=statistics.median(ablated),
+            plain_tokens_per_s=plain,
+            ablated_tokens_per_s=ablated,
             switched_off=len(ablation),
             build_s=built_s,
             peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,

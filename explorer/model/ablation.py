@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 import torch
 
 from explorer.model.naming import ExpertRef, ModelShape, _check_range, parse_expert_spec
-from explorer.model.sparse import SwitchedOffSet, SwitchedOffWeights, switched_off_set, switched_off_weights
+from explorer.model.sparse import (
+    SwitchedOffMatrices,
+    SwitchedOffSet,
+    switched_off_matrices,
+    switched_off_set,
+)
 
 
 @dataclass(frozen=True)
@@ -194,18 +199,18 @@ class SwitchingOff:
 
     def __init__(self, ablation: "Ablation | RowAblation"):
         self.ablation = ablation
-        self._last = None  # (set, g1, g2, weights) of the last layer asked for
+        self._last = None  # (set, g1, g2, matrices) of the last layer asked for
 
-    def weights(self, layer: int, g1: torch.Tensor, g2: torch.Tensor) -> SwitchedOffWeights | None:
+    def matrices(self, layer: int, g1: torch.Tensor, g2: torch.Tensor) -> SwitchedOffMatrices | None:
         switched_off = self.ablation.layer_set(layer, g1.device)
         if switched_off is None:
             return None
         last = self._last
         if last is not None and last[0] is switched_off and last[1] is g1 and last[2] is g2:
             return last[3]
-        weights = switched_off_weights(g1, g2, switched_off)
-        self._last = (switched_off, g1, g2, weights)
-        return weights
+        matrices = switched_off_matrices(g1.float(), g2.float(), switched_off)  # float32: the gating sums' precision
+        self._last = (switched_off, g1, g2, matrices)
+        return matrices
 
 
 def _within(values: torch.Tensor, limit: int) -> bool:

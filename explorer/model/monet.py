@@ -29,7 +29,7 @@ from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRMSNor
 
 from explorer.model.ablation import Ablation, RowAblation, SwitchingOff
 from explorer.model.naming import ModelShape
-from explorer.model.sparse import SwitchedOffWeights, switched_off_weights
+from explorer.model.sparse import SwitchedOffMatrices, switched_off_matrices
 
 DECOMPOSITIONS = ("vertical", "horizontal")
 
@@ -162,18 +162,19 @@ def _gating_precision(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(t.float() for t in tensors)
 
 
-def _switched_off_weights(g1, g2, switched_off) -> SwitchedOffWeights:
-    """The MoE's `switched_off` as SwitchedOffWeights: computed here unless a forward already did (SwitchingOff
+def _switched_off(g1, g2, switched_off) -> SwitchedOffMatrices:
+    """The MoE's `switched_off` as SwitchedOffMatrices: computed here unless a forward already did (SwitchingOff
     computes them once for the layers of a group that switch the same experts off)."""
-    if isinstance(switched_off, SwitchedOffWeights):
-        return switched_off._replace(weight=switched_off.weight.to(g1.dtype))
-    return switched_off_weights(g1, g2, switched_off)
+    if isinstance(switched_off, SwitchedOffMatrices):
+        return switched_off
+    return switched_off_matrices(g1, g2, switched_off)
 
 
-def _subtract_rows(target, at, source, at_source, weight):
-    """target[at[p]] -= weight[p] * source[at_source[p]] for every p, in place (target is ours). Rows are a few
-    values wide: index_put_ with accumulate adds such rows several times faster than a 2-D index_add_."""
-    return target.index_put_((at,), source.index_select(0, at_source).mul_(-weight[:, None]), accumulate=True)
+def _add_product(target: torch.Tensor, matrix: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """target + matrix @ source for [..., E, width] tensors seen as [slots, width] (slot = token * E + e), in place
+    (target is ours): in place, the product touches only the rows it changes, not a copy of all of them."""
+    width = source.shape[-1]
+    return target.reshape(-1, width).addmm_(matrix, source.reshape(-1, width)).view_as(target)
 
 
 def _read_through(direction: torch.Tensor, v: nn.Linear, experts: int) -> torch.Tensor:
@@ -208,14 +209,9 @@ class MonetMoVDE(nn.Module):
         a2_mixed = torch.einsum("bthi,bthm->btim", g1, torch.einsum("bthj,btjm->bthm", g2, a2))  # sum_j w_ij a'_j
         a1_mixed = torch.einsum("bthj,bthm->btjm", g2, torch.einsum("bthi,btim->bthm", g1, a1))  # sum_i w_ij a_i
         if switched_off is not None:  # subtract w_ij times each term of E_ij, at the tokens where w_ij != 0
-            token, i, j, w = _switched_off_weights(g1, g2, switched_off)
-            E, half = self.experts, a1.shape[-1]
-            at_row, at_col = token * E + i, token * E + j
-            row_mass = row_mass.reshape(-1).index_add_(0, at_row, w, alpha=-1).view_as(row_mass)
-            col_mass = col_mass.reshape(-1).index_add_(0, at_col, w, alpha=-1).view_as(col_mass)
-            a2_mixed = _subtract_rows(a2_mixed.reshape(-1, half), at_row, a2.reshape(-1, half), at_col, w)
-            a1_mixed = _subtract_rows(a1_mixed.reshape(-1, half), at_col, a1.reshape(-1, half), at_row, w)
-            a2_mixed, a1_mixed = a2_mixed.view(*a2.shape[:-2], E, half), a1_mixed.view(*a1.shape[:-2], E, half)
+            off = _switched_off(g1, g2, switched_off)
+            row_mass, col_mass = row_mass + off.row_mass.view_as(row_mass), col_mass + off.col_mass.view_as(col_mass)
+            a2_mixed, a1_mixed = _add_product(a2_mixed, off.rows, a2), _add_product(a1_mixed, off.cols, a1)
         weighted1, weighted2 = a1 * row_mass[..., None], a2 * col_mass[..., None]
         weighted1, weighted2, a1_mixed, a2_mixed, row_mass, col_mass = (
             t.to(x.dtype) for t in (weighted1, weighted2, a1_mixed, a2_mixed, row_mass, col_mass)
@@ -268,12 +264,8 @@ class MonetMoHDE(nn.Module):
         col_mass = g2.sum(-2)  # sum_i w_ij
         a_mixed = torch.einsum("bthj,bthm->btjm", g2, torch.einsum("bthi,btim->bthm", g1, a))  # sum_i w_ij a_i
         if switched_off is not None:  # subtract w_ij (V_j a_i + b_j) at the tokens where w_ij != 0
-            token, i, j, w = _switched_off_weights(g1, g2, switched_off)
-            at_row, at_col = token * self.experts + i, token * self.experts + j
-            width = a.shape[-1]
-            col_mass = col_mass.reshape(-1).index_add_(0, at_col, w, alpha=-1).view_as(col_mass)
-            a_mixed = _subtract_rows(a_mixed.reshape(-1, width), at_col, a.reshape(-1, width), at_row, w)
-            a_mixed = a_mixed.view(*a.shape[:-2], self.experts, width)
+            off = _switched_off(g1, g2, switched_off)
+            col_mass, a_mixed = col_mass + off.col_mass.view_as(col_mass), _add_product(a_mixed, off.cols, a)
         a_mixed, col_mass = a_mixed.to(x.dtype), col_mass.to(x.dtype)
         return self.v(a_mixed.flatten(-2)) + col_mass @ self.b
 
@@ -327,7 +319,7 @@ class MonetDecoderLayer(nn.Module):
 
         moe_input = self.post_attention_layernorm(hidden_states)
         router_probs = self.router(moe_input) if self.router is not None else previous_router_probs
-        switched_off = switching_off.weights(self.layer_idx, *router_probs) if switching_off is not None else None
+        switched_off = switching_off.matrices(self.layer_idx, *router_probs) if switching_off is not None else None
         hidden_states = hidden_states + self.moe(moe_input, *router_probs, switched_off=switched_off)
         return hidden_states, router_probs, moe_input
 

@@ -4,6 +4,7 @@ At the published scale a layer has E*E = 262,144 experts; a token's non-zero wei
 H * k1 * k2 pairs, so they are formed from the router's selected entries, never as a dense tensor.
 """
 
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -154,6 +155,53 @@ class SwitchedOffWeights(NamedTuple):
     weight: torch.Tensor
 
 
+class SwitchedOffMatrices(NamedTuple):
+    """What switching a batch's experts off adds to a layer's gating sums: its SwitchedOffWeights with the terms of
+    one (token, i, j) summed into w_ij, negated. Expert slots are token-major (slot = token * E + e over the batch's
+    tokens). `rows` is a sparse CSR [slots, slots] matrix with -w_ij at (token * E + i, token * E + j), so adding
+    `rows @ a2` to sum_j w_ij a'_j removes the switched-off experts' share of it at every (token, i); `cols`, its
+    transpose (also CSR), does the same for sum_i w_ij a_i; `row_mass` and `col_mass` [slots], its row and column
+    sums, for the gate mass sum_j w_ij and sum_i w_ij."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    row_mass: torch.Tensor
+    col_mass: torch.Tensor
+
+
+def switched_off_matrices(g1: torch.Tensor, g2: torch.Tensor, switched_off) -> SwitchedOffMatrices:
+    """The SwitchedOffMatrices of routing g1, g2 [..., H, E] for `switched_off` (as in `switched_off_weights`).
+    Built once per routing group (its layers share the routing): the sort here is paid once, and each layer
+    then subtracts with two sparse matrix products whose cost follows the switched-off terms."""
+    weights = switched_off_weights(g1, g2, switched_off)
+    experts = g1.shape[-1]
+    slots = g1.shape[:-2].numel() * experts
+    key = (weights.token * experts + weights.i) * experts + weights.j
+    pair, term_pair = torch.unique(key, return_inverse=True)  # (token, i, j) of each term, sorted, once each
+    w = torch.zeros(len(pair), dtype=weights.weight.dtype, device=pair.device)
+    w.index_add_(0, term_pair, weights.weight, alpha=-1)
+    row, col = pair // experts, pair // (experts * experts) * experts + pair % experts
+    by_col = torch.argsort(col * experts + row % experts)  # (token, j, i) order
+    return SwitchedOffMatrices(
+        _csr(row, col, w, slots),
+        _csr(col.index_select(0, by_col), row.index_select(0, by_col), w.index_select(0, by_col), slots),
+        torch.bincount(row, w, minlength=slots),
+        torch.bincount(col, w, minlength=slots),
+    )
+
+
+# torch warns, once a process, that its sparse CSR support is in beta; the one product used here has long been stable
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+
+def _csr(row: torch.Tensor, col: torch.Tensor, value: torch.Tensor, size: int) -> torch.Tensor:
+    """A [size, size] sparse CSR matrix from entries sorted by (row, col), with no repeats (CSR's invariants, which
+    a caller here guarantees; checking them would cost as much as the product)."""
+    crow = torch.zeros(size + 1, dtype=torch.long, device=row.device)
+    torch.cumsum(torch.bincount(row, minlength=size), 0, out=crow[1:])
+    return torch.sparse_csr_tensor(crow, col, value, (size, size), check_invariants=False)
+
+
 def switched_off_set(rows, cols, experts: int, batch_rows=None, batch_size: int = 1) -> SwitchedOffSet:
     """The SwitchedOffSet of experts (rows[a], cols[a]), switched off in batch row batch_rows[a] (a RowAblation)
     or, without batch_rows, in every row."""
@@ -211,28 +259,10 @@ def _pack_bits(mask: torch.Tensor) -> torch.Tensor:
 
 
 def _set_bits(words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(index into `words`, bit position 0..63) of every set bit of the int64 `words`, by byte lookup tables."""
+    """(index into `words`, bit position 0..63) of every set bit of the int64 `words`, in order."""
     as_bytes = words.view(torch.uint8)  # assumes a little-endian machine, as _pack_bits does
     byte = as_bytes.nonzero().squeeze(1)  # word * 8 + byte within it
-    value = as_bytes.index_select(0, byte).long()
-    popcount, nth_bit = _byte_tables(words.device)
-    count = popcount.index_select(0, value)
-    byte_of_bit = torch.repeat_interleave(torch.arange(len(byte), device=words.device), count)
-    rank = torch.arange(len(byte_of_bit), device=words.device) - (count.cumsum(0) - count).index_select(0, byte_of_bit)
-    bit = nth_bit.index_select(0, value.index_select(0, byte_of_bit) * 8 + rank)
-    byte = byte.index_select(0, byte_of_bit)
+    shifts = torch.arange(8, dtype=torch.uint8, device=words.device)
+    at, bit = (as_bytes.index_select(0, byte).unsqueeze(1) >> shifts & 1).nonzero(as_tuple=True)
+    byte = byte.index_select(0, at)
     return byte // 8, byte % 8 * 8 + bit
-
-
-_BYTE_TABLES: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # constants, per device
-
-
-def _byte_tables(device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per byte value: its number of set bits, and (flat [256 * 8]) the position of its k-th set bit."""
-    key = str(device)
-    if key not in _BYTE_TABLES:
-        positions = [[b for b in range(8) if value >> b & 1] for value in range(256)]
-        popcount = torch.tensor([len(p) for p in positions], device=device)
-        nth_bit = torch.tensor([p + [0] * (8 - len(p)) for p in positions], device=device).view(-1)
-        _BYTE_TABLES[key] = popcount, nth_bit
-    return _BYTE_TABLES[key]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from explorer.model.ablation import Ablation, RowAblation, SwitchingOff
 from explorer.model.monet import MonetConfig, MonetMoHDE, MonetMoVDE
 from explorer.model.naming import ModelShape
-from explorer.model.sparse import _set_bits, switched_off_set, switched_off_weights
+from explorer.model.sparse import _set_bits, switched_off_matrices, switched_off_set, switched_off_weights
 
 
 def router_like(seed, B, T, H, E, topk):
@@ -63,6 +63,33 @@ def test_switched_off_weights_equal_the_definition(seed, B, T, H, E, share, per_
     torch.testing.assert_close(summed_terms(weights, B, T, E), expected, atol=1e-7, rtol=1e-6)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    B=st.integers(1, 3),
+    T=st.integers(1, 4),
+    H=st.integers(1, 4),
+    E=st.sampled_from([2, 5, 16, 65]),
+    share=st.floats(0.0, 1.0),
+)
+def test_switched_off_matrices_hold_each_weight_once_in_valid_csr(seed, B, T, H, E, share):
+    g1, g2 = router_like(seed, B, T, H, E, topk=max(1, E // 3))
+    gen = torch.Generator().manual_seed(seed + 1)
+    count = int(share * E * E)
+    rows, cols = torch.randint(E, (count,), generator=gen), torch.randint(E, (count,), generator=gen)
+    matrices = switched_off_matrices(g1, g2, (rows, cols))
+    expected = torch.zeros(B * T * E, B * T * E, dtype=torch.float64)  # slot = token * E + e, token-major
+    for token, w in enumerate(dense_switched_off(g1, g2, rows, cols).view(B * T, E, E)):
+        expected[token * E : (token + 1) * E, token * E : (token + 1) * E] = -w  # what switching off adds
+    torch.testing.assert_close(matrices.rows.to_dense().double(), expected, atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(matrices.cols.to_dense().double(), expected.T, atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(matrices.row_mass.double(), expected.sum(1), atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(matrices.col_mass.double(), expected.sum(0), atol=1e-7, rtol=1e-6)
+    for matrix in (matrices.rows, matrices.cols):  # sorted, distinct columns per row: checked here, not in the model
+        args = (matrix.crow_indices(), matrix.col_indices(), matrix.values(), matrix.shape)
+        torch.sparse_csr_tensor(*args, check_invariants=True)
+
+
 def test_set_bits_finds_every_bit_of_a_word():
     words = torch.tensor([0, 1, -1, -(2**63), 2**62 + 5, 0x0F0F_0000_0000_8001], dtype=torch.long)
     index, bit = _set_bits(words)
@@ -110,17 +137,17 @@ def test_a_layer_at_the_cap_equals_the_definition(decompose, module):
 
 
 @torch.no_grad()
-def test_a_group_spec_computes_its_weights_once_per_group():
+def test_a_group_spec_computes_its_matrices_once_per_group():
     config = cap_config("vertical")
     shape = ModelShape.of(config)
     g1, g2 = router_like(1, 1, 4, 8, 512, topk=32)
     switching = SwitchingOff(Ablation.build(["G1/1000", "G1/2000", "L1/3000"], shape))
-    first = switching.weights(0, g1, g2)
-    assert switching.weights(1, g1, g2) is not first  # layer 1 also switches (5, 440) off: its own set
+    first = switching.matrices(0, g1, g2)
+    assert switching.matrices(1, g1, g2) is not first  # layer 1 also switches (5, 440) off: its own set
     again = SwitchingOff(Ablation.build(["G1/1000", "G1/2000"], shape))
-    assert again.weights(0, g1, g2) is again.weights(1, g1, g2)  # same set, same routing: computed once
+    assert again.matrices(0, g1, g2) is again.matrices(1, g1, g2)  # same set, same routing: computed once
     other_g1, other_g2 = router_like(2, 1, 4, 8, 512, topk=32)
-    assert again.weights(1, other_g1, other_g2) is not again.weights(0, g1, g2)  # new routing: computed anew
+    assert again.matrices(1, other_g1, other_g2) is not again.matrices(0, g1, g2)  # new routing: computed anew
 
 
 def test_row_ablation_layers_of_a_group_share_their_set():
