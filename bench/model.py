@@ -244,7 +244,7 @@ def build_random_model(layers: int, dtype: torch.dtype, seed: int = 0):
     return model
 
 
-def bench_cpu_generation(layers=24, new_tokens=32, rounds=4, dtypes=("float32", "bfloat16")):
+def bench_cpu_generation(layers=24, new_tokens=32, rounds=6, dtypes=("float32", "bfloat16")):
     """The app's decoding loop (explorer.app.generation.decode_tokens: batch 1, KV cache, greedy) at the 1.4B
     shapes, plain and with 1,000 experts of every routing group off, in each dtype: tokens/s over `rounds` runs
     of each, and the process's peak memory. A plain and an ablated run decode side by side, one token of each in

@@ -61,7 +61,7 @@ def ablation() -> None:
 
 
 # -- 3. text search -----------------------------------------------------------------------------------------
-def text_search(path: Path, goal_ms: float, label: str, repeats: int = 20) -> None:
+def text_search(path: Path, goal_ms: float, label: str, repeats: int = 40) -> None:
     """Median wall time of phrase searches (`tokNtok`: a token's text and the start of the next one's, all
     groups, and one group) on a synthetic index, each phrase new, in two passes: first with the file as the OS
     cache holds it (a server's first queries: a file just built or copied is warm, one not read since is cold),

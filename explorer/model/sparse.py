@@ -132,16 +132,23 @@ def _pair_weights(g1, g2, sides: _Entries, entry, partner, min_weight):
 
 # -- the switched-off experts' weights, for ablation -------------------------------------------------------
 class SwitchedOffSet(NamedTuple):
-    """One layer's switched-off experts as the forward reads them. `bits` holds, per (batch row, i) that
-    switches anything off, a bitset over j ([slots, ceil(E / 64)] int64, j at bit j % 64 of word j // 64);
-    `slot` [batch_rows * E] int64 points each (batch row, i) at its bitset row, or -1 where it switches
-    nothing off. With one set for the whole batch, batch_rows is 1 and every row reads it."""
+    """One layer's switched-off experts as the forward reads them: each (batch row, i, j) once, sorted. `bits`
+    holds, per (batch row, i) that switches anything off, a bitset over j ([slots, ceil(E / 64)] int64, j at bit
+    j % 64 of word j // 64); `slot` [batch_rows * E] int64 points each (batch row, i) at its bitset row, or -1
+    where it switches nothing off. With one set for the whole batch, batch_rows is 1 and every row reads it, and
+    the pairs are also laid out as a CSR pattern over [E, E] (for a few tokens, `switched_off_matrices` reads
+    their weights directly)."""
 
-    rows: torch.Tensor  # [A] i of each switched-off expert
+    rows: torch.Tensor  # [A] i of each switched-off expert, sorted by (batch row, i, j)
     cols: torch.Tensor  # [A] j
     batch_rows: torch.Tensor | None  # [A] the batch row it is switched off in, or None for every row
     slot: torch.Tensor
     bits: torch.Tensor
+    # one set for the whole batch only (else None): the pairs of row i are [row_starts[i], row_starts[i + 1]),
+    # those of column j by_col[col_starts[j] : col_starts[j + 1]], by_col holding the pairs in (j, i) order
+    row_starts: torch.Tensor | None  # [E + 1]
+    by_col: torch.Tensor | None  # [A]
+    col_starts: torch.Tensor | None  # [E + 1]
 
 
 class SwitchedOffWeights(NamedTuple):
@@ -169,13 +176,28 @@ class SwitchedOffMatrices(NamedTuple):
     col_mass: torch.Tensor
 
 
+# tokens x switched-off experts up to which a batch's switched-off weights are read directly, for every pair: a
+# decode step's few tokens, where the ~85 small operations of the sparse path cost more than the arithmetic
+DIRECT_PAIRS = 1 << 16
+
+
 def switched_off_matrices(g1: torch.Tensor, g2: torch.Tensor, switched_off) -> SwitchedOffMatrices:
     """The SwitchedOffMatrices of routing g1, g2 [..., H, E] for `switched_off` (as in `switched_off_weights`).
     Built once per routing group (its layers share the routing): the sort here is paid once, and each layer
-    then subtracts with two sparse matrix products whose cost follows the switched-off terms."""
-    weights = switched_off_weights(g1, g2, switched_off)
+    then subtracts with two sparse matrix products whose cost follows the switched-off terms.
+
+    A batch of a few tokens with one set for every row (tokens x switched-off experts <= DIRECT_PAIRS: a decode
+    step) instead reads w_ij = sum_h g1[h, i] g2[h, j] of every switched-off (i, j) at once, zero or not, in
+    fixed shapes (`_direct_matrices`): a dozen operations, none of a size that depends on the data. Larger
+    batches take the sparse path, whose cost follows the router's sparsity, never tokens x switched-off experts."""
+    if not isinstance(switched_off, SwitchedOffSet):
+        switched_off = switched_off_set(*switched_off[:2], g1.shape[-1], *switched_off[2:], batch_size=g1.shape[0])
     experts = g1.shape[-1]
-    slots = g1.shape[:-2].numel() * experts
+    tokens = g1.shape[:-2].numel()
+    slots = tokens * experts
+    if switched_off.batch_rows is None and tokens * len(switched_off.rows) <= DIRECT_PAIRS:
+        return _direct_matrices(g1.reshape(tokens, -1, experts), g2.reshape(tokens, -1, experts), switched_off)
+    weights = switched_off_weights(g1, g2, switched_off)
     key = (weights.token * experts + weights.i) * experts + weights.j
     pair, term_pair = torch.unique(key, return_inverse=True)  # (token, i, j) of each term, sorted, once each
     w = torch.zeros(len(pair), dtype=weights.weight.dtype, device=pair.device)
@@ -183,23 +205,53 @@ def switched_off_matrices(g1: torch.Tensor, g2: torch.Tensor, switched_off) -> S
     row, col = pair // experts, pair // (experts * experts) * experts + pair % experts
     by_col = torch.argsort(col * experts + row % experts)  # (token, j, i) order
     return SwitchedOffMatrices(
-        _csr(row, col, w, slots),
-        _csr(col.index_select(0, by_col), row.index_select(0, by_col), w.index_select(0, by_col), slots),
+        _csr(_starts(row, slots), col, w, slots),
+        _csr(
+            _starts(col.index_select(0, by_col), slots), row.index_select(0, by_col), w.index_select(0, by_col), slots
+        ),
         torch.bincount(row, w, minlength=slots),
         torch.bincount(col, w, minlength=slots),
     )
+
+
+def _direct_matrices(g1: torch.Tensor, g2: torch.Tensor, switched_off: SwitchedOffSet) -> SwitchedOffMatrices:
+    """SwitchedOffMatrices from g1, g2 [tokens, H, E], reading the weight of every switched-off pair of a set shared
+    by the batch: each token's block holds the set's pattern, with zeros where no head selects both i and j."""
+    tokens, _, experts = g1.shape
+    rows, cols, by_col = switched_off.rows, switched_off.cols, switched_off.by_col
+    per_entry1, per_entry2 = g1.transpose(1, 2), g2.transpose(1, 2)  # [tokens, E, H]: an entry's heads side by side
+    w = torch.linalg.vecdot(per_entry1.index_select(1, rows), per_entry2.index_select(1, cols)).neg_()
+    slots = tokens * experts
+    return SwitchedOffMatrices(
+        _csr(*_blocks(switched_off.row_starts, cols, tokens, experts), w.view(-1), slots),
+        _csr(
+            *_blocks(switched_off.col_starts, rows.index_select(0, by_col), tokens, experts),
+            w.index_select(1, by_col).view(-1),
+            slots,
+        ),
+        torch.zeros(tokens, experts, dtype=w.dtype, device=w.device).index_add_(1, rows, w).view(-1),
+        torch.zeros(tokens, experts, dtype=w.dtype, device=w.device).index_add_(1, cols, w).view(-1),
+    )
+
+
+def _blocks(starts: torch.Tensor, index: torch.Tensor, tokens: int, experts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(crow, col) indices of a block-diagonal matrix that repeats the [E, E] CSR pattern (starts, index) once per
+    token; a decode step's one token reads the pattern as it is."""
+    if tokens == 1:
+        return starts, index
+    block = torch.arange(tokens, device=index.device)[:, None]
+    crow = torch.cat(((starts[:-1] + block * len(index)).view(-1), starts[-1:] * tokens))
+    return crow, (index + block * experts).view(-1)
 
 
 # torch warns, once a process, that its sparse CSR support is in beta; the one product used here has long been stable
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
-def _csr(row: torch.Tensor, col: torch.Tensor, value: torch.Tensor, size: int) -> torch.Tensor:
-    """A [size, size] sparse CSR matrix from entries sorted by (row, col), with no repeats (CSR's invariants, which
-    a caller here guarantees; checking them would cost as much as the product)."""
-    crow = torch.zeros(size + 1, dtype=torch.long, device=row.device)
-    torch.cumsum(torch.bincount(row, minlength=size), 0, out=crow[1:])
-    return torch.sparse_csr_tensor(crow, col, value, (size, size), check_invariants=False)
+def _csr(starts: torch.Tensor, col: torch.Tensor, value: torch.Tensor, size: int) -> torch.Tensor:
+    """A [size, size] sparse CSR matrix from its crow indices (`_starts`) and entries sorted by (row, col), with no
+    repeats (CSR's invariants, which the callers here guarantee; checking them would cost as much as the product)."""
+    return torch.sparse_csr_tensor(starts, col, value, (size, size), check_invariants=False)
 
 
 def switched_off_set(rows, cols, experts: int, batch_rows=None, batch_size: int = 1) -> SwitchedOffSet:
@@ -207,14 +259,26 @@ def switched_off_set(rows, cols, experts: int, batch_rows=None, batch_size: int 
     or, without batch_rows, in every row."""
     words = -(-experts // 64)
     owner = rows if batch_rows is None else batch_rows * experts + rows  # (batch row, i)
-    flat = torch.unique(owner * (words * 64) + cols)  # unique, so adding bits below sets them
+    flat = torch.unique(owner * (words * 64) + cols)  # unique and sorted, so adding bits below sets them
     owner, word, bit = flat // (words * 64), flat % (words * 64) // 64, flat % 64
     used, slot_of_entry = torch.unique(owner, return_inverse=True)
     slot = torch.full(((1 if batch_rows is None else batch_size) * experts,), -1, dtype=torch.long, device=rows.device)
     slot[used] = torch.arange(len(used), device=rows.device)
     bits = torch.zeros(len(used) * words, dtype=torch.long, device=rows.device)
     bits.index_add_(0, slot_of_entry * words + word, torch.ones_like(bit) << bit)
-    return SwitchedOffSet(rows, cols, batch_rows, slot, bits.view(len(used), words))
+    rows, cols = owner % experts, word * 64 + bit
+    if batch_rows is not None:
+        return SwitchedOffSet(rows, cols, owner // experts, slot, bits.view(len(used), words), None, None, None)
+    by_col = torch.argsort(cols * experts + rows)
+    row_starts, col_starts = (_starts(sorted_index, experts) for sorted_index in (rows, cols.index_select(0, by_col)))
+    return SwitchedOffSet(rows, cols, None, slot, bits.view(len(used), words), row_starts, by_col, col_starts)
+
+
+def _starts(index: torch.Tensor, size: int) -> torch.Tensor:
+    """[size + 1]: where each value's run begins in the sorted `index` (a CSR matrix's crow indices)."""
+    starts = torch.zeros(size + 1, dtype=torch.long, device=index.device)
+    torch.cumsum(torch.bincount(index, minlength=size), 0, out=starts[1:])
+    return starts
 
 
 def switched_off_weights(g1: torch.Tensor, g2: torch.Tensor, switched_off) -> SwitchedOffWeights:

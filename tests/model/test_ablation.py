@@ -33,7 +33,7 @@ def test_empty_ablation_is_the_plain_forward(vd_tiny):
 
 
 @torch.no_grad()
-def test_switching_off_every_expert_removes_the_moe(conformance):
+def test_switching_off_every_expert_removes_the_moe(conformance, ablation_path):
     """With all E*E weights zeroed every MoE output is zero: the model equals one whose MoE returns 0."""
     model = conformance.load_model()
     E, L = model.config.moe_experts, model.config.num_hidden_layers
@@ -52,7 +52,7 @@ def test_switching_off_every_expert_removes_the_moe(conformance):
 
 @torch.no_grad()
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_a_layer_with_experts_off_equals_the_definition(conformance, seed):
+def test_a_layer_with_experts_off_equals_the_definition(conformance, seed, ablation_path):
     """The sparse subtraction equals the definition: plain output minus w_ij E_ij(x) for every switched-off
     expert at every token, with a batch of two rows (the flat token index spans rows)."""
     model = conformance.load_model()

@@ -45,7 +45,7 @@ def test_router_probs_off_by_default(conformance, model):
 
 @torch.no_grad()
 @pytest.mark.parametrize("case", [0, 1, 2])
-def test_ablation_cases(conformance, model, case):
+def test_ablation_cases(conformance, model, case, ablation_path):
     triples = conformance.cases["ablations"][case]
     logits = model(conformance.input_ids, ablate=triples).logits
     torch.testing.assert_close(logits, conformance.expected[f"ablation.{case}.logits"], atol=ATOL, rtol=0)

@@ -1,11 +1,14 @@
 """The switched-off experts' weights (the cost of ablation follows the router's sparsity) against the definition,
 up to the 20,000-per-layer cap at the published E = 512, and the sharing of one computation by a group's layers."""
 
+from unittest import mock
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from explorer.model import sparse
 from explorer.model.ablation import Ablation, RowAblation, SwitchingOff
 from explorer.model.monet import MonetConfig, MonetMoHDE, MonetMoVDE
 from explorer.model.naming import ModelShape
@@ -72,15 +75,20 @@ def test_switched_off_weights_equal_the_definition(seed, B, T, H, E, share, per_
     E=st.sampled_from([2, 5, 16, 65]),
     share=st.floats(0.0, 1.0),
 )
-def test_switched_off_matrices_hold_each_weight_once_in_valid_csr(seed, B, T, H, E, share):
+def test_switched_off_matrices_hold_each_weight_once_in_valid_csr_on_both_paths(seed, B, T, H, E, share):
     g1, g2 = router_like(seed, B, T, H, E, topk=max(1, E // 3))
     gen = torch.Generator().manual_seed(seed + 1)
     count = int(share * E * E)
     rows, cols = torch.randint(E, (count,), generator=gen), torch.randint(E, (count,), generator=gen)
-    matrices = switched_off_matrices(g1, g2, (rows, cols))
     expected = torch.zeros(B * T * E, B * T * E, dtype=torch.float64)  # slot = token * E + e, token-major
     for token, w in enumerate(dense_switched_off(g1, g2, rows, cols).view(B * T, E, E)):
         expected[token * E : (token + 1) * E, token * E : (token + 1) * E] = -w  # what switching off adds
+    for direct_pairs in (0, 1 << 62):  # the sparse path, then every switched-off pair's weight read directly
+        with mock.patch.object(sparse, "DIRECT_PAIRS", direct_pairs):
+            check_matrices(switched_off_matrices(g1, g2, (rows, cols)), expected)
+
+
+def check_matrices(matrices, expected):
     torch.testing.assert_close(matrices.rows.to_dense().double(), expected, atol=1e-7, rtol=1e-6)
     torch.testing.assert_close(matrices.cols.to_dense().double(), expected.T, atol=1e-7, rtol=1e-6)
     torch.testing.assert_close(matrices.row_mass.double(), expected.sum(1), atol=1e-7, rtol=1e-6)
@@ -114,7 +122,7 @@ def cap_config(decompose: str) -> MonetConfig:
 
 @torch.no_grad()
 @pytest.mark.parametrize("decompose, module", [("vertical", MonetMoVDE), ("horizontal", MonetMoHDE)])
-def test_a_layer_at_the_cap_equals_the_definition(decompose, module):
+def test_a_layer_at_the_cap_equals_the_definition(decompose, module, ablation_path):
     """20,000 experts of one layer off at E = 512 (the cap): the output is the plain output minus w_ij E_ij(x)
     for every switched-off expert active at every token (about 600 per token)."""
     config = cap_config(decompose)
