@@ -140,25 +140,29 @@ def _terms(g1, g2, ablation) -> int:
 
 
 def ablation_extra_bytes(g1, g2, ablation) -> int:
-    """Bytes of the transient tensors one VD MoE layer allocates to switch the experts of `ablation` off,
-    counted from the shapes the code builds (RSS on this shared machine is too noisy to isolate them):
-    the [tokens * H, E] selection masks and side 2's bitsets, per selected side-1 entry its (token, head, i)
-    and slot, per such entry whose row switches something off its bitset AND, and per non-zero term its
-    indices, weight and the gathered activations of the subtraction. Nothing is [tokens, switched-off]."""
+    """Bytes of the transient tensors one routing group allocates to switch the experts of `ablation` off (its
+    layers share them), counted from the shapes the sparse path builds (RSS on this shared machine is too noisy
+    to isolate them): the [tokens * H, E] selection masks and side 2's bitsets; per selected side-1 entry its
+    (token, head, i) and slot, and where its row switches something off its bitset AND; per non-zero term its
+    indices, weight and the sort into two CSR matrices; per expert slot (token, e) the matrices' row starts and
+    the gate mass. The products add in place. Nothing is [tokens, switched-off]."""
     switched_off = ablation.layer_set(1, "cpu")
     H, E = g1.shape[-2:]
     rows = g1[..., 0, 0].numel() * H  # (token, head)
     words = switched_off.bits.shape[1]
-    half = SHAPES_14B["moe_dim"] // 2
     selected = (g1 > 0).view(-1, E)
     entries = int(selected.sum())
     with_row = int((switched_off.slot[selected.nonzero()[:, 1]] >= 0).sum())
     terms = switched_off_weights(g1, g2, switched_off).weight.numel()
+    slots = g1[..., 0, 0].numel() * E
     masks = 2 * rows * E + rows * E + rows * words * 8  # bool masks, packing bytes, side 2's bitsets
     per_entry = 3 * 8 + 8  # (token * H + head, i, slot), the kept index
     per_row_entry = 2 * words * 8  # the set's bitset and side 2's, gathered
-    per_term = 9 * 8 + 3 * 8 + 4 + 2 * 8 + 2 * half * 4  # finding its bit, (token, i, j, w), addresses, gathered rows
-    return masks + entries * per_entry + with_row * per_row_entry + terms * per_term
+    # finding its bit, (token, i, j, w), its key, unique's pair and inverse, -w, row and col, the transpose's sort
+    # key and order, and the transpose's gathered (col, row, w)
+    per_term = 9 * 8 + 3 * 8 + 4 + 8 + 2 * 8 + 4 + 2 * 8 + 2 * 8 + 2 * 8 + 4
+    per_slot = 2 * (8 + 8) + 2 * 4  # two matrices' row starts and the counts they sum, two gate masses
+    return masks + entries * per_entry + with_row * per_row_entry + terms * per_term + slots * per_slot
 
 
 def bench_generation(model_dir, new_tokens=48, repeats=3):
